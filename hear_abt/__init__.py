@@ -1,0 +1,1 @@
+"""hear-abt: Audio Barlow Twins for the HEAR 2021 benchmark."""

@@ -1,0 +1,76 @@
+"""The log-mel frontend: the single source of the mel facts.
+
+The paper (and BYOL-A, whose frontend it reuses) computes log(mel + eps) from
+16 kHz audio with a 1024-sample window, a 160-sample hop and 64 mel bins over
+60-7800 Hz. The original ABT HEAR wrapper used a 400-sample window at inference
+against 1024 in training; we store the MelConfig in every checkpoint so the two
+can never differ.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    win_length: int = 1024
+    hop_length: int = 160
+    n_mels: int = 64
+    f_min: float = 60.0
+    f_max: float = 7800.0
+    # torch.finfo(torch.float32).eps, as BYOL-A/ABT add before the log.
+    eps: float = 1.1920928955078125e-07
+
+    @property
+    def hop_ms(self) -> float:
+        return 1000.0 * self.hop_length / self.sample_rate
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "MelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown MelConfig keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames a centred STFT gives for n_samples (frame i is centred at i * hop)."""
+        return 1 + n_samples // self.hop_length
+
+
+class LogMel(nn.Module):
+    """Waveform [batch, samples] -> log-mel [batch, n_mels, frames] (float32).
+
+    Centred STFT with zero padding, so frame i is centred on sample i * hop and
+    any length >= 1 sample works (reflect padding would fail on tiny clips).
+    """
+
+    def __init__(self, cfg: MelConfig = MelConfig()):
+        super().__init__()
+        import torchaudio  # local: keeps `import hear_abt` light
+
+        self.cfg = cfg
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=cfg.sample_rate,
+            n_fft=cfg.n_fft,
+            win_length=cfg.win_length,
+            hop_length=cfg.hop_length,
+            f_min=cfg.f_min,
+            f_max=cfg.f_max,
+            n_mels=cfg.n_mels,
+            power=2.0,
+            center=True,
+            pad_mode="constant",
+        )
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return torch.log(self.mel(wav.float()) + self.cfg.eps)
