@@ -1,1 +1,9 @@
-"""hear-abt: Audio Barlow Twins for the HEAR 2021 benchmark."""
+"""hear-abt: Audio Barlow Twins (arXiv 2209.14345) for the HEAR 2021 benchmark.
+
+The HEAR API is these three functions; everything else lives in submodules.
+"""
+__version__ = "0.1.0"
+
+from .hear_api import get_scene_embeddings, get_timestamp_embeddings, load_model
+
+__all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "__version__"]

@@ -9,7 +9,7 @@ can never differ.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -52,6 +52,8 @@ class LogMel(nn.Module):
 
     Centred STFT with zero padding, so frame i is centred on sample i * hop and
     any length >= 1 sample works (reflect padding would fail on tiny clips).
+    The padding is explicit so that embed.py can compute any range of frames
+    of a long clip exactly, from a slice of it.
     """
 
     def __init__(self, cfg: MelConfig = MelConfig()):
@@ -68,9 +70,30 @@ class LogMel(nn.Module):
             f_max=cfg.f_max,
             n_mels=cfg.n_mels,
             power=2.0,
-            center=True,
-            pad_mode="constant",
+            center=False,
         )
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+    def forward(self, wav: torch.Tensor, center: bool = True) -> torch.Tensor:
+        """center=False: `wav` already holds n_fft/2 samples of context each side."""
+        if center:
+            half = self.cfg.n_fft // 2
+            wav = torch.nn.functional.pad(wav, (half, half))
         return torch.log(self.mel(wav.float()) + self.cfg.eps)
+
+
+def measure_norm_stats(mels: Iterable[torch.Tensor]) -> tuple[float, float]:
+    """Scalar mean and std over every value of some log-mels (float64 sums),
+    the fixed normalisation BYOL-A and ABT apply before the encoder."""
+    n, s, ss = 0, 0.0, 0.0
+    for m in mels:
+        m = m.double()
+        n += m.numel()
+        s += float(m.sum())
+        ss += float((m * m).sum())
+    if n == 0:
+        raise ValueError("no log-mel values to measure normalisation statistics on")
+    mean = s / n
+    std = max(ss / n - mean * mean, 0.0) ** 0.5
+    if not std > 0:
+        raise ValueError("log-mel values have zero variance (silent audio?); cannot normalise")
+    return mean, std

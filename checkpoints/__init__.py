@@ -1,0 +1,1 @@
+"""The bundled default checkpoint lives here (default.pt) with its model card."""

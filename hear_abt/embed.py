@@ -1,0 +1,98 @@
+"""Frame features in one pass per clip, and their pooling.
+
+The original ABT wrapper framed raw audio into 950 ms windows every 50 ms and
+ran frontend + encoder on each (19x overlapping work). Here the frontend and
+encoder run once over the whole clip, in chunks so that memory stays bounded,
+and the encoder's 40 ms frame features are pooled per window. Chunks carry
+enough context that the result equals a single full pass: mel frame i needs
+samples i*hop +- n_fft/2, and an AudioNTT output frame needs 3 mel frames
+before and 6 after its own 4.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .frontend import LogMel
+
+# Mel frames of context kept on each side of a chunk (a multiple of the
+# encoder stride, larger than its receptive field of 10 frames).
+CHUNK_CONTEXT_MEL_FRAMES = 16
+
+
+def logmel_range(frontend: LogMel, wav: torch.Tensor, m0: int, m1: int) -> torch.Tensor:
+    """Log-mel frames [m0, m1) of [B, samples] audio, identical to slicing the
+    log-mel of the whole clip (centred STFT, zero padding outside the clip)."""
+    cfg = frontend.cfg
+    half = cfg.n_fft // 2
+    start = m0 * cfg.hop_length - half
+    stop = (m1 - 1) * cfg.hop_length + cfg.n_fft - half
+    n = wav.shape[-1]
+    left, right = max(0, -start), max(0, stop - n)
+    seg = wav[:, max(0, start) : min(n, stop)]
+    if left or right:
+        seg = F.pad(seg, (left, right))
+    return frontend(seg, center=False)
+
+
+def frame_features(
+    frontend: LogMel,
+    encoder: torch.nn.Module,
+    norm_mean: float,
+    norm_std: float,
+    wav: torch.Tensor,
+    chunk_frames: int,
+) -> torch.Tensor:
+    """[B, samples] -> encoder frame features [B, T', D], T' = n_mel_frames // stride.
+
+    Works on chunks of `chunk_frames` output frames (plus context), so peak
+    memory depends on the chunk length, not the clip length.
+    """
+    stride = encoder.frame_stride
+    n_mel = frontend.cfg.n_frames(wav.shape[-1])
+    n_out = n_mel // stride
+    if n_out < 1:
+        raise ValueError(f"clip too short: {n_mel} mel frames, the encoder needs {stride}")
+    ctx = CHUNK_CONTEXT_MEL_FRAMES
+    outs = []
+    for a in range(0, n_out, chunk_frames):
+        b = min(n_out, a + chunk_frames)
+        m0 = max(0, a * stride - ctx)
+        m1 = n_mel if b == n_out else min(n_mel, b * stride + ctx)
+        mel = logmel_range(frontend, wav, m0, m1)  # [B, M, t]
+        x = ((mel - norm_mean) / norm_std).unsqueeze(1)  # [B, 1, M, t]
+        feats = encoder.forward_frames(x)  # [B, t // stride, D]
+        first = a - m0 // stride
+        outs.append(feats[:, first : first + (b - a)])
+    return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+
+
+def window_bounds(frame_ms: float, offset_ms: float, window_ms: float) -> tuple[int, int]:
+    """Frame j (centre offset_ms + j * frame_ms) is in the window of timestamp k
+    (centre k * frame_ms) iff k - before <= j <= k + after."""
+    half = window_ms / 2
+    return math.floor((half + offset_ms) / frame_ms), math.ceil((half - offset_ms) / frame_ms) - 1
+
+
+def pool_windows(frames: torch.Tensor, n_timestamps: int, before: int, after: int) -> torch.Tensor:
+    """Mean + max of frames j in [k - before, k + after] for k = 0..n_timestamps-1.
+
+    frames [B, T, D] -> [B, n_timestamps, D]. Windows are clipped to the clip:
+    the mean is over the frames that exist, never over padding.
+    """
+    B, T, D = frames.shape
+    width = before + after + 1
+    right = max(0, n_timestamps - 1 + after - (T - 1))
+    x = frames.transpose(1, 2)  # [B, D, T]
+    ones = torch.ones(1, 1, T, device=frames.device, dtype=frames.dtype)
+    s = F.avg_pool1d(F.pad(x, (before, right)), width, stride=1)[..., :n_timestamps]
+    n = F.avg_pool1d(F.pad(ones, (before, right)), width, stride=1)[..., :n_timestamps]
+    mx = F.max_pool1d(F.pad(x, (before, right), value=float("-inf")), width, stride=1)[..., :n_timestamps]
+    return (s / n + mx).transpose(1, 2)
+
+
+def pool_clip(frames: torch.Tensor) -> torch.Tensor:
+    """[B, T, D] -> [B, D]: temporal mean + max, as the paper's scene embedding."""
+    return frames.mean(dim=1) + frames.amax(dim=1)

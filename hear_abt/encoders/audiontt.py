@@ -1,0 +1,57 @@
+"""AudioNTT: BYOL-A v2's encoder, the paper's default (Table 1: 6.33 M params).
+
+Two conv blocks (3x3 conv, BN, ReLU, 2x2 max-pool) turn a [1, 64 mel, T] log-mel
+into [64 ch, 16 mel, T/4]; each of the T/4 frames (40 ms at a 10 ms hop) is
+flattened to 1024 values and passed through an MLP to 2048; the frame feature
+is the concatenation (1024 local + 2048 global = 3072).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, 3, padding=1),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2, stride=2),
+    ]
+
+
+class AudioNTT(nn.Module):
+    # Mel frames per output frame (two 2x time pools): output frame j covers
+    # input frames 4j .. 4j+3.
+    frame_stride = 4
+    # Receptive field in mel frames of one output frame (3x3 conv, pool, 3x3 conv, pool).
+    receptive_field = 10
+
+    def __init__(self, n_mels: int = 64, channels: int = 64, hidden: int = 2048, dropout: float = 0.3):
+        super().__init__()
+        if n_mels % 4:
+            raise ValueError(f"n_mels must be a multiple of 4, got {n_mels}")
+        self.features = nn.Sequential(*_conv_block(1, channels), *_conv_block(channels, channels))
+        self.local_dim = channels * (n_mels // 4)
+        self.fc = nn.Sequential(
+            nn.Linear(self.local_dim, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+        )
+        self.output_dim = self.local_dim + hidden
+
+    def min_frames(self) -> int:
+        return self.frame_stride
+
+    def forward_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 1, n_mels, T] -> [B, T // 4, 3072] frame features."""
+        x = self.features(x)  # [B, C, n_mels/4, T/4]
+        x = x.permute(0, 3, 1, 2).flatten(2)  # [B, T/4, C * n_mels/4]
+        return torch.cat([x, self.fc(x)], dim=-1)  # [B, T/4, 3072]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 1, n_mels, T] -> [B, 3072]: temporal mean + max, as BYOL-A v2."""
+        f = self.forward_frames(x)
+        return f.mean(dim=1) + f.amax(dim=1)

@@ -1,0 +1,30 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="hear-abt",
+    version="0.1.0",
+    description="Audio Barlow Twins (arXiv 2209.14345) packaged for the HEAR 2021 benchmark",
+    long_description=Path("README.md").read_text(encoding="utf-8") if Path("README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["hear_abt", "hear_abt.*"]) + ["hear_abt.checkpoints"],
+    # The top-level checkpoints/ folder ships inside the wheel as hear_abt/checkpoints/.
+    package_dir={"hear_abt.checkpoints": "checkpoints"},
+    package_data={"hear_abt": ["examples/*.wav", "examples/*.md"], "hear_abt.checkpoints": ["*.pt", "*.md"]},
+    install_requires=[
+        # A range, not a pin: torchaudio pins one exact torch, and users have
+        # their own CUDA builds. requirements/torch.txt pins the tested pair.
+        "torch>=2.1",
+        "torchaudio>=2.1",
+        "numpy>=1.21",
+        "soundfile>=0.12",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "train": ["matplotlib>=3.5", "pyyaml>=6"],
+        "eval": ["scikit-learn>=1.0", "matplotlib>=3.5"],
+    },
+    entry_points={"console_scripts": ["hear-abt=hear_abt.cli:main"]},
+)
