@@ -107,6 +107,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         )
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory; pass the path of a .pt checkpoint file")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupt, or not written by torch.save)"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

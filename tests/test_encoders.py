@@ -1,0 +1,27 @@
+"""Encoders against the paper's Table 1."""
+from __future__ import annotations
+
+import torch
+
+from hear_abt.encoders import ENCODERS, build_encoder
+
+PAPER_PARAMS = {"audiontt": 6.33e6}
+
+
+def test_audiontt_matches_paper():
+    enc = build_encoder("audiontt")
+    n = sum(p.numel() for p in enc.parameters())
+    assert abs(n - PAPER_PARAMS["audiontt"]) / PAPER_PARAMS["audiontt"] < 0.01, n
+    assert enc.output_dim == 3072
+    x = torch.randn(3, 1, 64, 96)
+    enc.eval()
+    assert enc(x).shape == (3, 3072)
+    assert enc.forward_frames(x).shape == (3, 24, 3072)  # 96 frames of 10 ms -> 24 of 40 ms
+
+
+def test_registry_rejects_unknown_name():
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown encoder 'resnet99'.*audiontt"):
+        build_encoder("resnet99")
+    assert "audiontt" in ENCODERS
