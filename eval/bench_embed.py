@@ -1,0 +1,145 @@
+"""Embedding benchmark: one pass per clip vs the original wrapper's framed method.
+
+Prints, for one machine in one run: real-time factors (audio seconds per
+compute second) of timestamp and scene embeddings for 10 s and 120 s clips,
+peak RSS of a process embedding 4 x 120 s clips, and the speed ratio and mean
+cosine similarity against the original ABT wrapper's method (raw audio framed
+into 950 ms windows every 50 ms, each window through frontend + encoder, mean +
+max pooled), compared at the times both produce (multiples of 200 ms).
+
+    python eval/bench_embed.py [--model CKPT] [--device cpu|cuda]
+
+Without --model it uses a random-weights checkpoint from `hear-abt init`.
+The audio is the bundled real clip (bell + speech) tiled to length.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import hear_abt
+from hear_abt.audio_io import read_audio
+from hear_abt.cli import EXAMPLES_DIR
+
+SR = 16000
+FRAMED_WINDOW_S, FRAMED_HOP_S = 0.95, 0.05
+
+
+def clip(seconds: float, n: int = 1, device: str = "cpu") -> torch.Tensor:
+    wav, _ = read_audio(EXAMPLES_DIR / "speech_and_bell.wav")
+    reps = int(seconds * SR) // len(wav) + 1
+    x = wav.repeat(reps)[: int(seconds * SR)]
+    # different clips: start each at another offset of the tiled signal
+    return torch.stack([x.roll(i * 7919) for i in range(n)]).to(device)
+
+
+def framed_embeddings(audio: torch.Tensor, model, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """The original wrapper's method, with windows batched (its most favourable
+    form): zero-pad half a window each side so that window i is centred at
+    i * 50 ms, run every window through frontend + encoder, pool mean + max."""
+    win, hop = round(FRAMED_WINDOW_S * SR), round(FRAMED_HOP_S * SR)
+    padded = torch.nn.functional.pad(audio, (win // 2, win - win // 2))
+    windows = padded.unfold(1, win, hop)  # [n, n_windows, win]
+    n_win = audio.shape[1] // hop + 1
+    windows = windows[:, :n_win]
+    flat = windows.reshape(-1, win)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(flat), batch):
+            mel = model.frontend(flat[i : i + batch])
+            x = ((mel - model.norm_mean) / model.norm_std).unsqueeze(1)
+            out.append(model.encoder(x))
+    emb = torch.cat(out).reshape(audio.shape[0], n_win, -1)
+    times = torch.arange(n_win, dtype=torch.float32) * FRAMED_HOP_S * 1000
+    return emb, times
+
+
+def timed(fn, repeat: int) -> float:
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def peak_rss_child(model_path: str, device: str) -> float:
+    """Peak RSS (MB) of a fresh process that embeds 4 x 120 s clips (timestamps + scene)."""
+    code = (
+        "import resource, sys, torch, hear_abt; sys.path.insert(0, %r); from bench_embed import clip;"
+        "m = hear_abt.load_model(%r).to(%r); x = clip(120, 4, %r);"
+        "hear_abt.get_timestamp_embeddings(x, m); hear_abt.get_scene_embeddings(x, m);"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    ) % (str(Path(__file__).parent), model_path, device, device)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="checkpoint (default: a random-weights one)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", help="also write the figures here")
+    args = ap.parse_args()
+    tmp = tempfile.TemporaryDirectory()
+    if args.model is None:
+        from hear_abt.cli import main as cli
+
+        args.model = str(Path(tmp.name) / "random.pt")
+        cli(["init", "-o", args.model])
+    model = hear_abt.load_model(args.model).to(args.device)
+    dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.processor() or platform.machine()} CPU"
+    print(f"machine: {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads, model {args.model}")
+    fig: dict[str, float] = {}
+    for seconds in (10, 120):
+        x = clip(seconds, 1, args.device)
+        t_ts = timed(lambda: hear_abt.get_timestamp_embeddings(x, model), args.repeat)
+        t_sc = timed(lambda: hear_abt.get_scene_embeddings(x, model), args.repeat)
+        fig[f"rtf_timestamp_{seconds}s"] = seconds / t_ts
+        fig[f"rtf_scene_{seconds}s"] = seconds / t_sc
+        print(f"{seconds:>4} s clip: timestamp embeddings {seconds / t_ts:8.1f}x real time, "
+              f"scene {seconds / t_sc:8.1f}x real time")
+
+    x = clip(10, 1, args.device)
+    t_ours = timed(lambda: hear_abt.get_timestamp_embeddings(x, model), args.repeat)
+    t_framed = timed(lambda: framed_embeddings(x, model), args.repeat)
+    ours, ours_t = hear_abt.get_timestamp_embeddings(x, model)
+    framed, framed_t = framed_embeddings(x, model)
+    common = sorted(set(ours_t[0].round().long().tolist()) & set(framed_t.round().long().tolist()))
+    oi = [ours_t[0].round().long().tolist().index(t) for t in common]
+    fi = [framed_t.round().long().tolist().index(t) for t in common]
+    cos = torch.nn.functional.cosine_similarity(ours[0, oi], framed[0, fi].to(ours.device), dim=-1)
+    fig["speedup_vs_framed"] = t_framed / t_ours
+    fig["cosine_vs_framed_mean"] = cos.mean().item()
+    fig["cosine_vs_framed_min"] = cos.min().item()
+    print(f"10 s clip: one pass {t_ours * 1000:.0f} ms vs framed 950/50 ms method {t_framed * 1000:.0f} ms "
+          f"-> {t_framed / t_ours:.1f}x faster")
+    print(f"cosine(one pass, framed) at {len(common)} common times: mean {cos.mean():.4f}, min {cos.min():.4f}")
+
+    if args.device == "cpu":
+        fig["peak_rss_mb_4x120s"] = peak_rss_child(args.model, args.device)
+        print(f"peak RSS embedding 4 x 120 s clips (fresh process): {fig['peak_rss_mb_4x120s']:.0f} MB")
+    else:
+        torch.cuda.reset_peak_memory_stats()
+        hear_abt.get_timestamp_embeddings(clip(120, 4, args.device), model)
+        fig["peak_gpu_mem_mb_4x120s"] = torch.cuda.max_memory_allocated() / 2**20
+        print(f"peak GPU memory embedding 4 x 120 s clips: {fig['peak_gpu_mem_mb_4x120s']:.0f} MB")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": dev, **fig}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
