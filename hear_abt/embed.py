@@ -56,7 +56,7 @@ def frame_features(
     if n_out < 1:
         raise ValueError(f"clip too short: {n_mel} mel frames, the encoder needs {stride}")
     ctx = CHUNK_CONTEXT_MEL_FRAMES
-    outs = []
+    out: torch.Tensor | None = None  # filled in place: no second copy of a long clip's frames
     for a in range(0, n_out, chunk_frames):
         b = min(n_out, a + chunk_frames)
         m0 = max(0, a * stride - ctx)
@@ -65,8 +65,11 @@ def frame_features(
         x = ((mel - norm_mean) / norm_std).unsqueeze(1)  # [B, 1, M, t]
         feats = encoder.forward_frames(x)  # [B, t // stride, D]
         first = a - m0 // stride
-        outs.append(feats[:, first : first + (b - a)])
-    return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+        if out is None:
+            out = feats.new_empty(feats.shape[0], n_out, feats.shape[2])
+        out[:, a:b] = feats[:, first : first + (b - a)]
+    assert out is not None
+    return out
 
 
 def window_bounds(frame_ms: float, offset_ms: float, window_ms: float) -> tuple[int, int]:
@@ -82,19 +85,23 @@ def pool_windows(frames: torch.Tensor, n_timestamps: int, before: int, after: in
     frames [B, T, D] -> [B, n_timestamps, D]. Windows are clipped to the clip:
     the mean is over the frames that exist, never over padding. Sums come
     from a float64 cumulative sum (exact enough over hours of frames, and
-    ~20x faster than avg_pool1d on CPU); maxima from a strided view.
+    much faster than avg_pool1d on CPU); maxima from a strided view.
     """
     B, T, D = frames.shape
     width = before + after + 1
     right = max(0, n_timestamps - 1 + after - (T - 1))
-    # csum[:, j] = sum of the first j zero-padded frames; window k spans [k, k + width).
-    csum = F.pad(F.pad(frames, (0, 0, before, right)).double().cumsum(dim=1), (0, 0, 1, 0))
-    sums = csum[:, width : width + n_timestamps] - csum[:, :n_timestamps]
-    k = torch.arange(n_timestamps, device=frames.device, dtype=torch.float64)
-    count = (k + after).clamp(max=T - 1) - (k - before).clamp(min=0) + 1
-    mean = (sums / count[None, :, None]).to(frames.dtype)
-    mx = F.pad(frames, (0, 0, before, right), value=float("-inf")).unfold(1, width, 1)[:, :n_timestamps]
-    return mean + mx.amax(-1)
+    k = torch.arange(n_timestamps, device=frames.device)
+    hi = (k + after + 1).clamp(max=T)
+    lo = (k - before).clamp(min=0)
+    count = (hi - lo).to(torch.float64)[:, None]
+    out = frames.new_empty(B, n_timestamps, D)
+    for i in range(B):  # one clip at a time bounds the float64 temporaries
+        csum = F.pad(torch.cumsum(frames[i], dim=0, dtype=torch.float64), (0, 0, 1, 0))
+        mean = (csum.index_select(0, hi) - csum.index_select(0, lo)).div_(count)
+        del csum
+        mx = F.pad(frames[i], (0, 0, before, right), value=float("-inf")).unfold(0, width, 1)
+        torch.add(mean, mx[:n_timestamps].amax(-1), out=out[i])  # float64 + float32 -> float32 out
+    return out
 
 
 def pool_clip(frames: torch.Tensor) -> torch.Tensor:
