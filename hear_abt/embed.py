@@ -5,8 +5,8 @@ ran frontend + encoder on each (19x overlapping work). Here the frontend and
 encoder run once over the whole clip, in chunks so that memory stays bounded,
 and the encoder's 40 ms frame features are pooled per window. Chunks carry
 enough context that the result equals a single full pass: mel frame i needs
-samples i*hop +- n_fft/2, and an AudioNTT output frame needs 3 mel frames
-before and 6 after its own 4.
+samples i*hop +- n_fft/2, and each encoder states the mel-frame context its
+output frames need (`chunk_context`; AudioNTT: 3 frames before and 6 after).
 """
 from __future__ import annotations
 
@@ -16,11 +16,6 @@ import torch
 import torch.nn.functional as F
 
 from .frontend import LogMel
-
-# Mel frames of context kept on each side of a chunk (a multiple of the
-# encoder stride, larger than its receptive field of 10 frames).
-CHUNK_CONTEXT_MEL_FRAMES = 16
-
 
 def logmel_range(frontend: LogMel, wav: torch.Tensor, m0: int, m1: int) -> torch.Tensor:
     """Log-mel frames [m0, m1) of [B, samples] audio, identical to slicing the
@@ -55,7 +50,7 @@ def frame_features(
     n_out = n_mel // stride
     if n_out < 1:
         raise ValueError(f"clip too short: {n_mel} mel frames, the encoder needs {stride}")
-    ctx = CHUNK_CONTEXT_MEL_FRAMES
+    ctx = encoder.chunk_context
     out: torch.Tensor | None = None  # filled in place: no second copy of a long clip's frames
     for a in range(0, n_out, chunk_frames):
         b = min(n_out, a + chunk_frames)

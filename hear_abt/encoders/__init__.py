@@ -14,8 +14,8 @@ ENCODERS: dict[str, type[nn.Module]] = {
 
 def build_encoder(name: str, **kwargs: Any) -> nn.Module:
     """Every encoder has forward_frames([B,1,M,T]) -> [B,T',D], forward -> [B,D],
-    and the attributes output_dim, frame_stride (mel frames per output frame)
-    and receptive_field (mel frames)."""
+    and the attributes output_dim, frame_stride (mel frames per output frame),
+    receptive_field and chunk_context (mel frames)."""
     try:
         cls = ENCODERS[name]
     except KeyError:

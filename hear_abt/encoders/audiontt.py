@@ -25,8 +25,13 @@ class AudioNTT(nn.Module):
     # Mel frames per output frame (two 2x time pools): output frame j covers
     # input frames 4j .. 4j+3.
     frame_stride = 4
-    # Receptive field in mel frames of one output frame (3x3 conv, pool, 3x3 conv, pool).
+    # Receptive field in mel frames of one output frame (3x3 conv, pool, 3x3
+    # conv, pool): output frame j sees mel frames 4j-3 .. 4j+6.
     receptive_field = 10
+    # Mel frames of context a chunk of a long clip carries on each side so
+    # that chunked encoding equals one pass (a multiple of frame_stride that
+    # covers the receptive field).
+    chunk_context = 16
 
     def __init__(self, n_mels: int = 64, channels: int = 64, hidden: int = 2048, dropout: float = 0.3):
         super().__init__()
