@@ -61,7 +61,7 @@ FSD_INSTRUMENTS = ["piano", "organ", "guitar", "strings", "brass", "reed"]
 FSD_LABELS = ["speech", *FSD_INSTRUMENTS, "drums", *sources.FSD_SFX]
 
 
-def _fsd_component(label: str, split: str, rng: np.random.Generator) -> tuple[dict, list[str]]:
+def _fsd_component(label: str, split: str, rng: np.random.Generator, n_inst: int) -> tuple[dict, list[str]]:
     if label == "speech":
         words = " ".join(rng.choice(sources.FILLER, size=int(rng.integers(3, 7))))
         v = {"kind": "speech", "text": words, "lang": str(rng.choice(sources.ENGLISH)),
@@ -70,8 +70,8 @@ def _fsd_component(label: str, split: str, rng: np.random.Generator) -> tuple[di
         return v, [f"voice:{v['variant']}"]
     if label in FSD_INSTRUMENTS:
         fam = sources.GM_FAMILIES[label]
-        pool = [ip for ip in sources.instruments_for(split) if ip[1] in fam][:3] or \
-               [ip for ip in sources.instruments_for("train") if ip[1] in fam][:3]
+        pool = [ip for ip in sources.instruments_for(split) if ip[1] in fam][:n_inst] or \
+               [ip for ip in sources.instruments_for("train") if ip[1] in fam][:n_inst]
         sf, prog = pool[int(rng.integers(len(pool)))]
         notes = [int(rng.integers(48, 77)) for _ in range(int(rng.integers(2, 6)))]
         return {"kind": "notes", "sf": sf, "program": int(prog), "notes": notes}, [sources.instrument_id(sf, int(prog))]
@@ -94,7 +94,7 @@ def _fsd_plan(seed: int, small: bool) -> list[Clip]:
             labs = sorted(rng.choice(FSD_LABELS, size=k, replace=False).tolist())
             comps, srcs = [], []
             for lab in labs:
-                c, s = _fsd_component(lab, split, rng)
+                c, s = _fsd_component(lab, split, rng, 1 if small else 3)
                 c.update(offset=float(rng.uniform(0, 1.5)), level_db=float(rng.uniform(-6, 6)))
                 comps.append(c)
                 srcs += s
