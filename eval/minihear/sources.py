@@ -39,18 +39,19 @@ def holdout_role(item_id: str, test: float = 0.25, valid: float = 0.15) -> str:
 
 # ---------------------------------------------------------------- licences
 
+# From each package's /usr/share/doc/<package>/copyright (Debian 12).
 LICENSES = {
-    "espeak-ng": "GPL-3+ (Debian espeak-ng-data)",
-    "sound-theme-freedesktop": "GPL-2+ / CC-BY-SA-3.0 / CC-BY-3.0 (per file, see its copyright file)",
-    "frozen-bubble-data": "GPL-2+",
-    "lbreakout2-data": "GPL-2+",
-    "neverball-data": "GPL-2+",
-    "pingus-data": "GPL-3+",
-    "hydrogen-drumkits": "GPL-2+ / CC-BY-SA / public domain (per kit)",
+    "espeak-ng": "GPL-3+",
+    "sound-theme-freedesktop": "GPL-2 / GPL-2+ / CC-BY-3.0 / CC-BY-SA-3.0 (per file)",
+    "frozen-bubble-data": "GPL-2",
+    "lbreakout2-data": "GPL",
+    "neverball-data": "GPL-2+ (sounds)",
+    "pingus-data": "GPL-2+",
+    "hydrogen-drumkits": "GPL-2 / GPL-2+ / CC-BY-3.0 / CC-BY-SA-3.0 / CC0 (per kit)",
     "fluid-soundfont-gm": "MIT (FluidR3_GM)",
-    "timgm6mb-soundfont": "GPL-2 (TimGM6mb)",
-    "fluidsynth": "LGPL-2.1+ (renderer)",
-    "sox": "GPL-2+ / LGPL-2.1+ (effects: reverb)",
+    "timgm6mb-soundfont": "GPL-2 / GPL-3+ (TimGM6mb)",
+    "fluidsynth": "LGPL-2.1+ (renderer only)",
+    "sox": "GPL-2+ / LGPL-2.1+ (reverb effect only)",
 }
 
 # ---------------------------------------------------------------- speech (espeak-ng)
