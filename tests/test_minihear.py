@@ -144,6 +144,31 @@ def test_onset_f_measure() -> None:
     assert onset_f(ref, {"a.wav": []}) == 0.0
 
 
+def test_onset_f_matches_sed_eval() -> None:
+    sed_eval = pytest.importorskip("sed_eval")
+    dcase_util = pytest.importorskip("dcase_util")
+    from eval.minihear.baseline import onset_f
+
+    rng = np.random.default_rng(0)
+    labels = ["a", "b", "c"]
+    ref = {f"{i}.wav": [{"label": str(rng.choice(labels)), "start": float(t), "end": float(t) + 300}
+                        for t in np.sort(rng.uniform(0, 9000, 5))] for i in range(6)}
+    est = {f: [{"label": e["label"] if rng.random() > 0.2 else "a", "start": e["start"] + rng.normal(0, 150),
+                "end": e["end"]} for e in evs if rng.random() > 0.2] for f, evs in ref.items()}
+
+    def cont(x):
+        return dcase_util.containers.MetaDataContainer(
+            [{"event_label": e["label"], "event_onset": e["start"] / 1000, "event_offset": e["end"] / 1000, "file": f}
+             for f, evs in x.items() for e in evs])
+
+    m = sed_eval.sound_event.EventBasedMetrics(event_label_list=labels, evaluate_onset=True,
+                                               evaluate_offset=False, t_collar=0.2)
+    r, e = cont(ref), cont(est)
+    for f in ref:
+        m.evaluate(reference_event_list=r.filter(filename=f), estimated_event_list=e.filter(filename=f))
+    assert onset_f(ref, est) == pytest.approx(m.results_overall_metrics()["f_measure"]["f_measure"])
+
+
 @pytest.mark.slow
 def test_cards_and_baseline(tmp_path: Path) -> None:
     pytest.importorskip("torchaudio")

@@ -8,7 +8,8 @@ Event task: the same linear probe per 50 ms frame on a +-100 ms log-mel context
 (window mean and the later-minus-earlier difference), thresholded at 0.5,
 median-filtered over 250 ms, runs shorter than 125 ms dropped, scored by
 micro onset F-measure with a 200 ms collar (what sed_eval's
-event_onset_200ms_fms computes; greedy matching here).
+event_onset_200ms_fms computes; greedy matching here, equal to sed_eval on the
+mini_dcase2016_task2 test split, see tests/test_minihear.py).
 """
 from __future__ import annotations
 
