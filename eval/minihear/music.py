@@ -93,6 +93,7 @@ TASKS = [
          "trainvaltest", SPLITS, 1.0, ["top1_acc", "mAP", "d_prime", "aucroc"], list(sources.DRUM_CLASSES),
          _drum_plan, _drum_render,
          description="One recorded drum stroke from the hydrogen drum kits (class from the sample's file / "
-                     "instrument name), +-10% speed; the test split's samples are held out.",
+                     "instrument name), +-10% speed; the test split's samples are held out. HEAR's Mridangam tasks "
+                     "use 5 folds; train/valid/test here keeps test samples out of the pretraining corpus.",
          packages=["hydrogen-drumkits", "sox"]),
 ]

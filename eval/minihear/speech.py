@@ -129,12 +129,14 @@ TASKS = [
          "trainvaltest", SPLITS, 3.0, ["top1_acc", "mAP", "d_prime", "aucroc"], list(sources.LANGUAGES),
          _lid_plan, _lid_render,
          description="Numbers read aloud by espeak-ng in 8 European languages (random crop of 3 s); "
-                     "test speakers (voice variants) held out.",
+                     "test speakers (voice variants) held out. HEAR uses 5 folds here; we keep train/valid/test so "
+                     "that test speakers stay out of the pretraining corpus.",
          packages=["espeak-ng", "sox"]),
     Task("mini_libricount", "LibriCount (speaker count)", "speech", "scene", "multiclass",
          "trainvaltest", SPLITS, 3.0, ["top1_acc", "mAP", "d_prime", "aucroc"], ["0", "1", "2", "3", "4"],
          _count_plan, _count_render,
          description="0-4 distinct espeak-ng talkers (English accents, random words) overlapping in 3 s, "
-                     "each at an equal level +-3 dB; test talkers held out.",
+                     "each at an equal level +-3 dB; test talkers held out. HEAR uses 0-10 talkers in 5 s and 5 folds; "
+                     "train/valid/test here keeps test talkers out of the pretraining corpus.",
          packages=["espeak-ng", "sox"]),
 ]
