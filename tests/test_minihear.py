@@ -169,7 +169,6 @@ def test_onset_f_matches_sed_eval() -> None:
     assert onset_f(ref, est) == pytest.approx(m.results_overall_metrics()["f_measure"]["f_measure"])
 
 
-@pytest.mark.slow
 def test_cards_and_baseline(tmp_path: Path) -> None:
     pytest.importorskip("torchaudio")
     pytest.importorskip("sklearn")
