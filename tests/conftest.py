@@ -1,12 +1,19 @@
-"""Shared fixtures: small real audio and a random-weights checkpoint."""
+"""Shared fixtures: small real audio, a random-weights checkpoint and the
+`--small` mini-HEAR suite."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "hear_abt" / "examples" / "speech_and_bell.wav"
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "hear_abt" / "examples" / "speech_and_bell.wav"
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "slow: end-to-end runs of more than ~30 s on 2 CPU cores; CI runs them too")
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +41,19 @@ def model(rand_ckpt):
     import hear_abt
 
     return hear_abt.load_model(str(rand_ckpt))
+
+
+@pytest.fixture(scope="session")
+def minihear_small(tmp_path_factory) -> Path:
+    """The --small mini-HEAR suite (seed 0, no cards), built once per session.
+
+    Returns the tasks folder (one <task>-v1.0-full sub-folder per task), ready
+    for heareval's runners. The Debian audio sources come from install.sh.
+    """
+    missing = [t for t in ("espeak-ng", "fluidsynth", "sox") if shutil.which(t) is None]
+    assert not missing, f"{missing} missing: run `bash install.sh` (scripts/install_apt.sh)"
+    from eval.minihear.build import build_tasks
+
+    out = tmp_path_factory.mktemp("minihear") / "tasks"
+    build_tasks(out, seed=0, small=True)
+    return out

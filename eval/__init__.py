@@ -1,0 +1,1 @@
+"""Evaluation side of hear-abt (kept outside the installed package)."""
