@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Any, Sequence
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--seed", type=int)
     g.add_argument("--resume", action="store_true", help="continue from RUN_DIR/state.pt if it exists")
+    g.add_argument("--stop-at", type=int, metavar="STEP", help="save the state and exit after this step (time-limited jobs; continue with --resume)")
     g.add_argument("--export", metavar="PATH", help="write RUN_DIR's encoder as a HEAR checkpoint and exit")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -92,17 +94,18 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
         print(f"log-mel cache ready: {cache.folder} ({len(cache)} clips, {cache.index['skipped']} skipped)")
         return None
     try:
-        summary = loop.train(cfg, resume=args.resume, given_keys=given)
+        summary = loop.train(cfg, resume=args.resume, given_keys=given, stop_at=args.stop_at)
     except loop.NonFiniteLossError as e:
         raise SystemExit(f"training stopped: {e}") from None
     finally:
         from .distributed import cleanup
 
         cleanup()
-    if summary["exported"]:
+    if int(os.environ.get("RANK", "0")) == 0:
         l = summary["losses"]
+        done = f"encoder exported to {summary['exported']}" if summary["exported"] else f"state saved in {summary['run_dir']}"
         print(f"step {summary['step']}: loss {l[0] if l else float('nan'):.2f} -> {l[-1] if l else float('nan'):.2f}; "
-              f"{summary['samples_per_s']:.1f} samples/s; encoder exported to {summary['exported']}")
+              f"{summary['samples_per_s']:.1f} samples/s; {done}")
     return summary
 
 

@@ -87,8 +87,9 @@ class BarlowTwinsLoss(nn.Module):
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if z1.shape != z2.shape or z1.ndim != 2:
             raise ValueError(f"z1, z2 must both be [batch, dim], got {tuple(z1.shape)} and {tuple(z2.shape)}")
-        z1, z2 = z1.float(), z2.float()
-        n = self._sum(torch.tensor(float(z1.shape[0]), device=z1.device))
+        dtype = torch.promote_types(z1.dtype, torch.float32)  # bf16/fp16 -> fp32
+        z1, z2 = z1.to(dtype), z2.to(dtype)
+        n = self._sum(torch.tensor(float(z1.shape[0]), device=z1.device, dtype=dtype))
         c = self._sum(self._bn(z1, n).T @ self._bn(z2, n)) / n  # [D, D]
         on_diag = torch.diagonal(c)
         invariance = (1 - on_diag).pow(2).sum()

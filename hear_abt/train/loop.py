@@ -176,9 +176,12 @@ def open_cache(cfg: TrainConfig, ctx: D.DistContext) -> MelCache:
     return cache
 
 
-def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = None) -> dict[str, Any]:
+def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = None, stop_at: int | None = None) -> dict[str, Any]:
     """Train (or resume) the run in cfg.run_dir; returns a summary with the
-    final step, the last losses, throughput and the exported checkpoint."""
+    final step, the losses of this call, throughput and the exported checkpoint.
+
+    stop_at: save the state and return after this step, as a job with a time
+    limit would (no export); a later call with resume=True continues exactly."""
     ctx = D.setup(cfg.device)
     run_dir = Path(cfg.run_dir)
     state = None
@@ -256,7 +259,8 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
     timed_steps, timed_s, t_last = 0, 0.0, time.perf_counter()
     t_start, sps, c_last, exported = t_last, float("nan"), None, None
     try:
-        while step < n_steps:
+        last = n_steps if stop_at is None else min(n_steps, stop_at)
+        while step < last:
             idx, u = global_batch(len(cache), cfg.batch_size, step, cfg.seed)
             x = cache.crops(idx[lo:hi], u[lo:hi], cfg.crop_frames)
             x = ((x.to(device, non_blocking=True) - mean) / std)
@@ -307,7 +311,7 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
             if cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0 and step < n_steps:
                 save_state()
         save_state()
-        if ctx.is_main:
+        if ctx.is_main and step == n_steps:
             exported = export_encoder(load_state(state_path(run_dir)), run_dir / "encoder.pt")
             log.info("exported the encoder to %s", exported)
     finally:
