@@ -196,6 +196,8 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
     mean, std = cache.norm_stats
     n_steps = total_steps(cfg, len(cache))
     per_epoch = len(cache) // cfg.batch_size
+    if per_epoch == 0:
+        raise SystemExit(f"only {len(cache)} usable clips for batch_size {cfg.batch_size}; add audio or lower batch_size")
     warmup = int(round(cfg.warmup_epochs * per_epoch))
     if cfg.batch_size % ctx.world_size:
         raise SystemExit(f"batch_size {cfg.batch_size} must divide evenly over {ctx.world_size} processes")
