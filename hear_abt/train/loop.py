@@ -155,7 +155,7 @@ class _Logger:
             k = min(128, c.shape[0])
             im = ax.imshow(c[:k, :k].float().cpu().numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
             fig.colorbar(im)
-            ax.set_title(f"cross-correlation C[:{k}, :{k}] at step {step}")
+            ax.set_title(f"cross-correlation C[:{k}, :{k}], step {step}", fontsize=10)
             FigureCanvasAgg(fig).print_png(str(out / "xcorr.png"))
 
     def close(self) -> None:
