@@ -87,3 +87,9 @@ def test_cli_config_file_overrides_and_resume_guard(tiny_config, tmp_path, capsy
         main(common + ["--steps", "2", "--batch-size", "8", "--resume"])
     main(["--run-dir", cfg.run_dir, "--resume", "--steps", "2"])  # config and data from the state
     assert load(cfg.run_dir)["step"] == 2
+
+
+def test_bf16_autocast_and_channels_last_paths(tiny_config):
+    """The GPU options (bf16 autocast, channels-last) exercised on the CPU."""
+    s = loop.train(tiny_config(steps=2, amp="bf16", channels_last=True, ckpt_every=0))
+    assert len(s["losses"]) == 2 and all(torch.isfinite(torch.tensor(s["losses"])))

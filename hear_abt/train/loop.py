@@ -193,6 +193,9 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
     elif resume:
         log.info("--resume: no state in %s yet, starting from step 0", run_dir)
     cache = open_cache(cfg, ctx)
+    if state is not None and state.get("cache") != str(cache.folder) and ctx.is_main:
+        log.warning("resuming on a different log-mel cache (%s, was %s): the file list or mel settings changed, "
+                    "so the data order will not replay the interrupted run", cache.folder, state.get("cache"))
     mean, std = cache.norm_stats
     n_steps = total_steps(cfg, len(cache))
     per_epoch = len(cache) // cfg.batch_size
