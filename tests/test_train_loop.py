@@ -93,3 +93,15 @@ def test_bf16_autocast_and_channels_last_paths(tiny_config):
     """The GPU options (bf16 autocast, channels-last) exercised on the CPU."""
     s = loop.train(tiny_config(steps=2, amp="bf16", channels_last=True, ckpt_every=0))
     assert len(s["losses"]) == 2 and all(torch.isfinite(torch.tensor(s["losses"])))
+
+
+def test_override_parsing():
+    from hear_abt.train.config import TrainConfig, parse_overrides
+
+    o = parse_overrides(["weight_decay=1e-5", "projector=[64, 32]", "channels_last=true", "encoder_kwargs={dropout: 0.1}", "data=a b"])
+    cfg = TrainConfig().replace(o)
+    assert cfg.weight_decay == 1e-5 and cfg.projector == [64, 32] and cfg.channels_last is True
+    assert cfg.encoder_kwargs == {"dropout": 0.1} and cfg.data == "a b"
+    assert TrainConfig().replace({"weight_decay": "1e-5"}).weight_decay == 1e-5  # YAML 1.1 string
+    with pytest.raises(ValueError, match="takes a number"):
+        TrainConfig().replace({"lambd": "lots"})

@@ -124,8 +124,11 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"{name} takes true/false, got {value!r}")
         return value
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if isinstance(current, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:  # YAML 1.1 reads 1e-5 as a string
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{name} takes a number, got {value!r}") from None
     if isinstance(current, str) and not isinstance(value, str):
         return str(value)
     if current is not None and not isinstance(value, type(current)):
@@ -134,19 +137,17 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
 
 
 def parse_value(text: str) -> Any:
-    """Parse a command-line value as YAML when available (so 1e-5, true, [1, 2]
-    work), else as JSON, else as the raw string."""
+    """Parse a command-line value as JSON (1e-5, true, [1, 2], {"a": 1}), else
+    as YAML when installed ({a: 1}), else keep the raw string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
     try:
         import yaml
 
         return yaml.safe_load(text)
-    except ImportError:
-        pass
-    except Exception:
-        return text
-    try:
-        return json.loads(text)
-    except ValueError:
+    except Exception:  # no pyyaml, or not YAML either
         return text
 
 

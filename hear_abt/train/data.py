@@ -61,7 +61,7 @@ def list_audio(data: str | Path) -> list[str]:
         for root, dirs, names in os.walk(data):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             files += [os.path.join(root, n) for n in names if n.lower().endswith(AUDIO_SUFFIXES)]
-        files = sorted(str(Path(f).resolve()) for f in files)
+        files = sorted(os.path.abspath(f) for f in files)  # no per-file syscalls: millions of files
         if not files:
             raise SystemExit(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {data}")
         return files
@@ -74,7 +74,8 @@ def list_audio(data: str | Path) -> list[str]:
         col = next((header.index(k) for k in ("path", "file", "filename") if k in header), None)
         body = rows[1:] if col is not None else rows
         col = col or 0
-        files = [str((data.parent / r[col].strip()).resolve()) for r in body if r and r[col].strip()]
+        base = os.path.abspath(data.parent)
+        files = [os.path.normpath(os.path.join(base, r[col].strip())) for r in body if r and r[col].strip()]
         if not files:
             raise SystemExit(f"{data}: the manifest lists no files")
         return files
@@ -136,6 +137,14 @@ def log_mel_chunked(lm: LogMel, wav: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
+def _identity(x):
+    return x
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)  # decoding processes must not each claim every core
+
+
 def build_cache(files: Sequence[str], mel: MelConfig, folder: Path, workers: int = 2) -> None:
     """Decode every file into `folder` (written beside it, renamed into place
     when complete, so an interrupted build leaves nothing half-made)."""
@@ -148,7 +157,8 @@ def build_cache(files: Sequence[str], mel: MelConfig, folder: Path, workers: int
     kept: list[str] = []
     skipped: list[tuple[str, str]] = []
     loader = torch.utils.data.DataLoader(
-        _DecodeFiles(files, mel), batch_size=None, num_workers=max(0, workers), collate_fn=lambda x: x
+        _DecodeFiles(files, mel), batch_size=None, num_workers=max(0, workers), collate_fn=_identity,
+        worker_init_fn=_one_thread,
     )
     offset = 0
 

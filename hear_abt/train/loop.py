@@ -16,6 +16,7 @@ process and N processes compute the same thing up to float summation order.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import time
@@ -238,7 +239,7 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
     logger = None
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(__import__("json").dumps(cfg.to_dict(), indent=1), encoding="utf-8")
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1), encoding="utf-8")
         logger = _Logger(run_dir, step)
         log.info("run %s: %d clips, %d steps (%d per epoch, warm-up %d), %d process(es) x %d, device %s",
                  run_dir, len(cache), n_steps, per_epoch, warmup, ctx.world_size, local_b, device)
