@@ -291,12 +291,15 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
                 bad_run = 0
             else:
                 bad_total, bad_run = bad_total + 1, bad_run + 1
-                log.warning("step %d: non-finite loss %s, step skipped (%d in a row)", step, lv, bad_run)
+                if ctx.is_main:
+                    log.warning("step %d: non-finite loss %s, step skipped (%d in a row)", step, lv, bad_run)
                 if bad_run >= cfg.max_bad_steps:
+                    kept = (f"the last good state is {state_path(run_dir)}" if state_path(run_dir).exists()
+                            else "no state had been saved yet")
                     raise NonFiniteLossError(
-                        f"{bad_run} non-finite losses in a row (last at step {step}); stopping. The last good "
-                        f"state is {state_path(run_dir)}. Lower lr_weights / lr_biases, check the data "
-                        f"(a corrupt cache: delete {cache.folder}), or try --set amp=off."
+                        f"{bad_run} non-finite losses in a row (last at step {step}); stopping ({kept}). "
+                        f"Lower lr_weights / lr_biases, check the data (a corrupt cache: delete "
+                        f"{cache.folder}), or try --set amp=off."
                     )
             step += 1
             losses.append(lv)
