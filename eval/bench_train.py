@@ -8,8 +8,9 @@ folder and prints samples/s, excluding the first two steps (warm-up).
     python eval/bench_train.py --device cuda --steps 50 --cache-dir cache/   # GPU, bf16
     python eval/bench_train.py --channels-last        # compare memory formats
 
-On a machine without soundfile (a GPU box), pass --cache-dir holding a cache
-built elsewhere (`python -m hear_abt.train --data DIR --cache-dir DIR --prepare`).
+On a machine without soundfile or the audio (a GPU box), pass --data a cache
+folder built elsewhere (`python -m hear_abt.train --data AUDIO --cache-dir C
+--prepare` prints it: C/<key>).
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def default_corpus(tmp: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> float:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="audio folder or CSV (default: a small real-audio corpus)")
+    p.add_argument("--data", help="audio folder, CSV or built cache folder (default: a small real-audio corpus)")
     p.add_argument("--cache-dir", help="log-mel cache root (default: a scratch folder)")
     p.add_argument("--encoder", default="audiontt")
     p.add_argument("--batch-size", type=int, default=128)

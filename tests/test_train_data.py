@@ -86,3 +86,13 @@ def test_training_from_cache_never_imports_soundfile(tiny_config, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "r" / "encoder.pt").is_file()
+
+
+def test_train_from_a_cache_folder_alone(tiny_config, mel_cache_root, tmp_path):
+    from hear_abt.train import loop
+
+    (folder,) = [p for p in mel_cache_root.iterdir() if p.is_dir()]
+    s = loop.train(tiny_config(data=str(folder), cache_dir="/nonexistent", steps=1))
+    assert s["step"] == 1 and s["cache"] == folder
+    with pytest.raises(SystemExit, match="built with"):
+        loop.train(tiny_config(data=str(folder), steps=1, mel={**MelConfig().to_dict(), "f_max": 8000.0}, run_dir=str(tmp_path / "x")))

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override any TrainConfig key (repeatable), e.g. --set lambd=0.005 --set encoder_kwargs.dropout=0")
     g.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     g = p.add_argument_group("data")
-    g.add_argument("--data", help="audio folder (recursive) or CSV manifest with a `path` column")
+    g.add_argument("--data", help="audio folder (recursive), CSV manifest with a `path` column, or a built log-mel cache folder")
     g.add_argument("--cache-dir", help="log-mel cache root (default $HEAR_ABT_CACHE or ~/.cache/hear_abt)")
     g.add_argument("--prepare", action="store_true", help="build the log-mel cache and exit")
     g = p.add_argument_group("run")

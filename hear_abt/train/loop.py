@@ -166,7 +166,13 @@ class _Logger:
 
 def open_cache(cfg: TrainConfig, ctx: D.DistContext) -> MelCache:
     """List the files and open their cache; the main process builds it when
-    missing while the others wait."""
+    missing while the others wait. `data` may also be a built cache folder
+    (one holding index.json), e.g. copied to a machine without the audio."""
+    if (Path(cfg.data) / "index.json").is_file():
+        cache = MelCache.open(cfg.data)
+        if cache.mel != cfg.mel_config:
+            raise SystemExit(f"{cfg.data} was built with {cache.mel}, the config asks for {cfg.mel_config}")
+        return cache
     files = list_audio(cfg.data)
     root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_root()
     if ctx.is_main:
