@@ -1,0 +1,338 @@
+"""The training loop: data -> two augmented views -> encoder + projector ->
+Barlow Twins loss -> LARS, with logging, checkpoints, exact resume and export.
+
+Exact resume: every random draw is a function of (seed, step) (clip order,
+crops, augmentation parameters; dropout is re-seeded per step and process),
+the learning rate is a function of the step, and the state file holds the
+model, optimiser, Mixup memory bank and counters. So N steps straight and
+N/2 + resume + N/2 give bitwise identical weights (on a deterministic device).
+
+DDP: the global batch is split into contiguous per-process slices; every
+process draws the augmentation parameters of the whole global batch and uses
+its slice; the Mixup bank is fed the all-gathered global batch so it is the
+same on every process; BatchNorms and the loss see the global batch. Hence 1
+process and N processes compute the same thing up to float summation order.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..checkpoint import atomic_torch_save, make_checkpoint, save_checkpoint
+from ..encoders import build_encoder
+from . import distributed as D
+from .augment import ABTAugment, MixupBank, RandomLinearFader, RandomResizeCrop, slice_params
+from .barlow import BarlowTwinsLoss, BarlowTwinsModel
+from .config import TrainConfig
+from .data import default_cache_root, derive_seed, generator_for, global_batch, list_audio, open_or_build_cache, MelCache
+from .optim import build_optimizer, lr_factor, set_lr
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = "hear-abt-train-state"
+STATE_VERSION = 1
+LOG_FIELDS = ["step", "loss", "invariance", "redundancy", "lr_factor", "samples_per_s", "bad_steps", "wall_s"]
+# Keys that may differ when resuming (they do not change what is computed).
+RESUMABLE_OVERRIDES = {"steps", "epochs", "device", "log_every", "plot_every", "ckpt_every", "max_bad_steps", "workers", "run_dir", "data", "cache_dir"}
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def state_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "state.pt"
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not (isinstance(state, dict) and state.get("format") == STATE_FORMAT):
+        raise SystemExit(f"{path} is not a hear-abt training state")
+    if state.get("version") != STATE_VERSION:
+        raise SystemExit(f"{path}: training-state version {state.get('version')} (this hear-abt reads {STATE_VERSION})")
+    return state
+
+
+def resolve_resume_config(saved: dict, given: TrainConfig, given_keys: set[str]) -> TrainConfig:
+    """The saved config, with the command line's changes to harmless keys;
+    changes to anything that alters the computation are refused."""
+    cfg = TrainConfig.from_dict(saved)
+    changes = {k: getattr(given, k) for k in given_keys}
+    bad = sorted(k for k, v in changes.items() if k not in RESUMABLE_OVERRIDES and v != saved.get(k))
+    if bad:
+        raise SystemExit(
+            f"--resume: {bad} differ from the saved run's config; resuming must not change them "
+            f"(start a new --run-dir instead). Changeable on resume: {sorted(RESUMABLE_OVERRIDES)}"
+        )
+    return cfg.replace({k: v for k, v in changes.items() if k in RESUMABLE_OVERRIDES})
+
+
+def total_steps(cfg: TrainConfig, n_clips: int) -> int:
+    return cfg.steps if cfg.steps > 0 else max(1, int(cfg.epochs * (n_clips // cfg.batch_size)))
+
+
+def export_encoder(state: dict, path: str | Path) -> Path:
+    """Write the encoder of a training state as a HEAR checkpoint (DESIGN §8)."""
+    cfg = TrainConfig.from_dict(state["config"])
+    enc = {k[len("encoder."):]: v.contiguous() for k, v in state["model"].items() if k.startswith("encoder.")}
+    ckpt = make_checkpoint(
+        encoder_name=cfg.encoder,
+        encoder_kwargs=cfg.encoder_kwargs,
+        mel=cfg.mel,
+        norm_stats=tuple(state["norm_stats"]),
+        state_dict=enc,
+        train_config=cfg.to_dict(),
+        step=state["step"],
+        provenance={"kind": "abt-pretrained", "data": cfg.data, "n_clips": state.get("n_clips"), "norm_stats_source": "the training log-mel cache"},
+    )
+    save_checkpoint(ckpt, path)
+    return Path(path)
+
+
+def _amp_context(cfg: TrainConfig, device: torch.device):
+    use = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use else nullcontext()
+
+
+class _Logger:
+    """CSV (+ TensorBoard when installed) on the main process; PNG plots."""
+
+    def __init__(self, run_dir: Path, start_step: int):
+        self.run_dir, self.path = run_dir, run_dir / "log.csv"
+        rows = []
+        if self.path.exists():  # drop rows logged after the state we resume from
+            with self.path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
+        with self.path.open("w", newline="") as f:
+            w = csv.DictWriter(f, LOG_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        self.history = [(int(r["step"]), float(r["loss"])) for r in rows]
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1)
+        except ImportError:
+            self.tb = None
+
+    def row(self, values: dict) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, LOG_FIELDS).writerow({k: values.get(k, "") for k in LOG_FIELDS})
+        if math.isfinite(values["loss"]):
+            self.history.append((values["step"], values["loss"]))
+        if self.tb is not None:
+            for k in ("loss", "invariance", "redundancy", "lr_factor", "samples_per_s"):
+                self.tb.add_scalar(f"train/{k}", values[k], values["step"])
+
+    def plots(self, c: torch.Tensor | None, step: int) -> None:
+        try:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+        except ImportError:
+            log.warning("matplotlib is not installed: no plots (pip install matplotlib)")
+            return
+        out = self.run_dir / "plots"
+        out.mkdir(exist_ok=True)
+        if self.history:
+            fig = Figure(figsize=(6, 4))
+            ax = fig.add_subplot()
+            s, l = zip(*self.history)
+            ax.plot(s, l)
+            ax.set(xlabel="step", ylabel="Barlow Twins loss", title=f"loss to step {step}")
+            ax.grid(alpha=0.3)
+            FigureCanvasAgg(fig).print_png(str(out / "loss.png"))
+        if c is not None:
+            fig = Figure(figsize=(5, 4.5))
+            ax = fig.add_subplot()
+            k = min(128, c.shape[0])
+            im = ax.imshow(c[:k, :k].float().cpu().numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
+            fig.colorbar(im)
+            ax.set_title(f"cross-correlation C[:{k}, :{k}], step {step}", fontsize=10)
+            FigureCanvasAgg(fig).print_png(str(out / "xcorr.png"))
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def open_cache(cfg: TrainConfig, ctx: D.DistContext) -> MelCache:
+    """List the files and open their cache; the main process builds it when
+    missing while the others wait. `data` may also be a built cache folder
+    (one holding index.json), e.g. copied to a machine without the audio."""
+    if (Path(cfg.data) / "index.json").is_file():
+        cache = MelCache.open(cfg.data)
+        if cache.mel != cfg.mel_config:
+            raise SystemExit(f"{cfg.data} was built with {cache.mel}, the config asks for {cfg.mel_config}")
+        return cache
+    files = list_audio(cfg.data)
+    root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_root()
+    if ctx.is_main:
+        cache = open_or_build_cache(files, cfg.mel_config, root, cfg.workers)
+    D.barrier(ctx)
+    if not ctx.is_main:
+        cache = open_or_build_cache(files, cfg.mel_config, root, build=False)
+    return cache
+
+
+def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = None, stop_at: int | None = None) -> dict[str, Any]:
+    """Train (or resume) the run in cfg.run_dir; returns a summary with the
+    final step, the losses of this call, throughput and the exported checkpoint.
+
+    stop_at: save the state and return after this step, as a job with a time
+    limit would (no export); a later call with resume=True continues exactly."""
+    ctx = D.setup(cfg.device)
+    run_dir = Path(cfg.run_dir)
+    state = None
+    if state_path(run_dir).exists():
+        if not resume:
+            raise SystemExit(f"{run_dir} already holds a training state: pass --resume to continue it, or pick a new --run-dir")
+        state = load_state(state_path(run_dir))
+        cfg = resolve_resume_config(state["config"], cfg, given_keys or set())
+    elif resume:
+        log.info("--resume: no state in %s yet, starting from step 0", run_dir)
+    cache = open_cache(cfg, ctx)
+    if state is not None and state.get("cache") != str(cache.folder) and ctx.is_main:
+        log.warning("resuming on a different log-mel cache (%s, was %s): the file list or mel settings changed, "
+                    "so the data order will not replay the interrupted run", cache.folder, state.get("cache"))
+    mean, std = cache.norm_stats
+    n_steps = total_steps(cfg, len(cache))
+    per_epoch = len(cache) // cfg.batch_size
+    if per_epoch == 0:
+        raise SystemExit(f"only {len(cache)} usable clips for batch_size {cfg.batch_size}; add audio or lower batch_size")
+    warmup = int(round(cfg.warmup_epochs * per_epoch))
+    if cfg.batch_size % ctx.world_size:
+        raise SystemExit(f"batch_size {cfg.batch_size} must divide evenly over {ctx.world_size} processes")
+    local_b = cfg.batch_size // ctx.world_size
+    lo, hi = ctx.rank * local_b, (ctx.rank + 1) * local_b
+    device = ctx.device
+
+    torch.manual_seed(derive_seed(cfg.seed, "init"))
+    model = BarlowTwinsModel(build_encoder(cfg.encoder, **cfg.encoder_kwargs), cfg.projector)
+    if ctx.distributed:
+        model = D.convert_batchnorm(model, device)
+    model = model.to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = build_optimizer(model, cfg)
+    aug = ABTAugment(
+        MixupBank(cfg.mixup_ratio, cfg.mixup_bank),
+        RandomResizeCrop(cfg.rrc_virtual_crop, cfg.rrc_freq_scale, cfg.rrc_time_scale),
+        RandomLinearFader(cfg.fader_gain),
+    )
+    step, bad_total, bad_run = 0, 0, 0
+    if state is not None:
+        model.load_state_dict(state["model"], strict=True)
+        opt.load_state_dict(state["optimizer"])
+        aug.mixup.load_state(state["mixup"], device)
+        step, bad_total, bad_run = state["step"], state["bad_steps_total"], state["bad_steps_run"]
+    net: nn.Module = model
+    if ctx.distributed:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    loss_fn = BarlowTwinsLoss(cfg.lambd, distributed=ctx.distributed)
+    model.train()
+
+    logger = None
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1), encoding="utf-8")
+        logger = _Logger(run_dir, step)
+        log.info("run %s: %d clips, %d steps (%d per epoch, warm-up %d), %d process(es) x %d, device %s",
+                 run_dir, len(cache), n_steps, per_epoch, warmup, ctx.world_size, local_b, device)
+
+    def save_state() -> None:
+        if not ctx.is_main:
+            return
+        atomic_torch_save(
+            {
+                "format": STATE_FORMAT, "version": STATE_VERSION, "step": step, "config": cfg.to_dict(),
+                "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                "optimizer": opt.state_dict(), "mixup": aug.mixup.state(),
+                "bad_steps_total": bad_total, "bad_steps_run": bad_run,
+                "norm_stats": [mean, std], "n_clips": len(cache), "cache": str(cache.folder),
+            },
+            state_path(run_dir),
+        )
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=n_steps, initial=step, desc="train", unit="step", disable=not ctx.is_main, mininterval=1)
+    losses: list[float] = []
+    timed_steps, timed_s, t_last = 0, 0.0, time.perf_counter()
+    t_start, sps, c_last, exported = t_last, float("nan"), None, None
+    try:
+        last = n_steps if stop_at is None else min(n_steps, stop_at)
+        while step < last:
+            idx, u = global_batch(len(cache), cfg.batch_size, step, cfg.seed)
+            x = cache.crops(idx[lo:hi], u[lo:hi], cfg.crop_frames)
+            x = ((x.to(device, non_blocking=True) - mean) / std)
+            g = generator_for(cfg.seed, "augment", step)
+            p1, p2 = aug.sample_params(cfg.batch_size, g), aug.sample_params(cfg.batch_size, g)
+            with torch.no_grad():
+                v1, v2 = aug.apply(x, slice_params(p1, lo, hi)), aug.apply(x, slice_params(p2, lo, hi))
+                aug.mixup.push(D.all_gather_cat(x, ctx))
+            if cfg.channels_last:
+                v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
+            factor = lr_factor(step, n_steps, warmup, cfg.final_lr_factor)
+            set_lr(opt, factor)
+            torch.manual_seed(derive_seed(cfg.seed, "dropout", step, ctx.rank))
+            with _amp_context(cfg, device):
+                z1, z2 = net(v1, v2)
+            loss, terms = loss_fn(z1, z2)
+            opt.zero_grad(set_to_none=True)
+            lv = float(loss.detach())  # one sync per step: the NaN guard needs the value
+            if math.isfinite(lv):
+                loss.backward()
+                opt.step()
+                bad_run = 0
+            else:
+                bad_total, bad_run = bad_total + 1, bad_run + 1
+                if ctx.is_main:
+                    log.warning("step %d: non-finite loss %s, step skipped (%d in a row)", step, lv, bad_run)
+                if bad_run >= cfg.max_bad_steps:
+                    kept = (f"the last good state is {state_path(run_dir)}" if state_path(run_dir).exists()
+                            else "no state had been saved yet")
+                    raise NonFiniteLossError(
+                        f"{bad_run} non-finite losses in a row (last at step {step}); stopping ({kept}). "
+                        f"Lower lr_weights / lr_biases, check the data (a corrupt cache: delete "
+                        f"{cache.folder}), or try --set amp=off."
+                    )
+            step += 1
+            losses.append(lv)
+            c_last = terms["c"]
+            now = time.perf_counter()
+            if step > 2 or n_steps <= 2:  # skip warm-up steps in the throughput
+                timed_steps, timed_s = timed_steps + 1, timed_s + (now - t_last)
+            t_last = now
+            sps = cfg.batch_size * timed_steps / timed_s if timed_s > 0 else float("nan")
+            bar.update(1)
+            if ctx.is_main and (step % cfg.log_every == 0 or step == n_steps):
+                bar.set_postfix(loss=f"{lv:.1f}", sps=f"{sps:.0f}")
+                logger.row({"step": step, "loss": lv, "invariance": float(terms["invariance"]),
+                            "redundancy": float(terms["redundancy"]), "lr_factor": factor, "samples_per_s": sps,
+                            "bad_steps": bad_total, "wall_s": round(now - t_start, 3)})
+            if ctx.is_main and cfg.plot_every > 0 and (step % cfg.plot_every == 0 or step == n_steps):
+                logger.plots(c_last, step)
+            if cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0 and step < n_steps:
+                save_state()
+        save_state()
+        if ctx.is_main and step == n_steps:
+            exported = export_encoder(load_state(state_path(run_dir)), run_dir / "encoder.pt")
+            log.info("exported the encoder to %s", exported)
+    finally:
+        bar.close()
+        if logger is not None:
+            logger.close()
+    D.barrier(ctx)
+    return {"step": step, "losses": losses, "samples_per_s": sps,
+            "exported": exported, "run_dir": run_dir, "bad_steps": bad_total, "cache": cache.folder}
