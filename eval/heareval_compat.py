@@ -1,37 +1,40 @@
-"""Run heareval's predictions runner with one targeted fix for Lightning >= 1.6.
+"""Launch heareval's runners with the fixes they need on current libraries.
 
 Usage (the driver does this; heareval's runner options pass through)::
 
     python eval/heareval_compat.py predictions EMBEDDINGS_TASK_DIR --grid fast
     python eval/heareval_compat.py embeddings MODULE --tasks-dir ... (GPU runs)
 
-Why a launcher and not a copy of heareval: the bug is one line in heareval
-2021.1.3 that relied on a Lightning setter which no longer exists.
+Why a launcher and not a copy of heareval: each fix is a few lines around one
+heareval function, applied in this process only; heareval stays as shipped.
 
-The cause of ``KeyError: 50`` on event tasks. heareval picks event
-post-processing (median filter, minimum duration) on validation and stores the
-best choice per epoch, keyed by ``current_epoch`` during validation. At test
-time it reads the entry for ``current_epoch`` again; to point that at the best
-checkpoint's epoch, ``task_predictions_test`` does
-``trainer.fit_loop.current_epoch = grid_point.epoch``. In pytorch-lightning
-<= 1.5 ``FitLoop.current_epoch`` was a property whose setter wrote
-``epoch_progress.current.completed``, which ``trainer.current_epoch`` reads.
-Lightning 1.6 removed that property, so the assignment now just creates an
-unused attribute, and the test step looks up the number of epochs trained
-(50 after ``max_epochs=50``; always one past the last validation epoch), which
-was never a key. Scene tasks never read the table, so only events fail.
+The cause of ``KeyError: 50`` on event tasks (pytorch-lightning 1.9). heareval
+picks event post-processing (median filter, minimum duration) on validation
+and stores the best choice per epoch, keyed by ``current_epoch``. At test time
+it reads the entry for ``current_epoch`` again, expecting the epoch of the best
+checkpoint. With Lightning 1.6-1.8 that held because ``trainer.test(ckpt_path=)``
+restored the epoch counter (``fit_loop.epoch_progress.current.completed``)
+from the checkpoint's ``"epoch"``; Lightning 1.9 restores only the test loop,
+so the counter stays at the number of epochs trained (50 after
+``max_epochs=50``; always one past the last validation epoch), which is never
+a key. heareval's own guard, ``trainer.fit_loop.current_epoch = grid_point.epoch``
+in ``task_predictions_test``, is a no-op since Lightning 1.6 removed that
+setter. Scene tasks never read the table, so only event tasks fail.
 
-Why patch rather than pin Lightning 1.5: 1.5 pins setuptools==59.5 and
-predates torch 2 (it imports ``torch._six``), so it does not run with the
-torch this project needs. The fix wraps ``task_predictions_test`` and does
-what heareval's assignment meant: set the epoch counter that
-``trainer.current_epoch`` reads to the best checkpoint's epoch before testing.
-It changes nothing for scene tasks or for Lightning versions that still have
-the setter (the value written is the same).
+The fix wraps ``task_predictions_test`` to set that counter to the best
+checkpoint's epoch before testing, i.e. what Lightning 1.6-1.8 did and what
+heareval's guard meant. Checked on a tiny event task: Lightning 1.8.6 with
+heareval unpatched and Lightning 1.9.5 with this fix give identical test
+scores and losses. Why not pin 1.8.6 instead (it installs on Python 3.11 and
+works here): 1.9.5 is the newest 1.x release (1.8.6 predates torch 2.0),
+heareval needs 1.x (it uses ``validation_epoch_end``), and the project's
+shared environment already runs 1.9.5. Lightning 1.5 is no way out either:
+heareval requires >= 1.6, and here 1.5.10 failed with a KeyError one step
+earlier (after training).
 
-``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` is set for this process only:
-heareval ``torch.load``s the Lightning checkpoint it just wrote, which holds
-non-tensor objects, and torch >= 2.6 loads weights-only by default.
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` is set for the predictions process
+only: heareval ``torch.load``s the Lightning checkpoint it just wrote, which
+holds non-tensor objects, and torch >= 2.6 loads weights-only by default.
 """
 from __future__ import annotations
 

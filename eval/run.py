@@ -68,7 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _env(gpu: bool) -> dict[str, str]:
     env = dict(os.environ)
     # eval/peers holds wrapper HEAR modules; the repo root holds hear_abt.
-    paths = [str(EVAL_DIR / "peers"), str(EVAL_DIR.parent), env.get("PYTHONPATH", "")]
+    # A PYTHONPATH the user set comes first, so it can point at another copy.
+    paths = [env.get("PYTHONPATH", ""), str(EVAL_DIR / "peers"), str(EVAL_DIR.parent)]
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     if not gpu:
         env["CUDA_VISIBLE_DEVICES"] = ""
