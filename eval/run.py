@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="heareval's hyperparameter grid (fast/faster: fewer epochs)")
     how.add_argument("--grid-points", type=int, default=8, help="grid points tried per task (heareval default 8)")
     how.add_argument("--gpu", action="store_true", help="embed and train on GPU 0 (default: CPU)")
-    how.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help=argparse.SUPPRESS)
+    how.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where <tag>/ goes (default: eval/results)")
     args = p.parse_args(argv)
     if not isinstance(json.loads(args.model_options), dict):
         p.error("--model-options must be a JSON object")
