@@ -7,8 +7,10 @@ event) it counts towards; this is the one place that says so.
 Folder names are the official ones of the HEAR 2021 task archives
 (``hear2021-<folder>-<rate>.tar.gz``), as heareval's runners see them.
 Mini-HEAR tasks (built offline by this project) say in ``task_metadata.json``
-which group they mirror: ``mirrors_group`` ("speech" | "env" | "music" |
-"event"), or ``mirrors_task`` naming a HEAR folder or paper task key.
+what they mirror: ``mirrors_group`` ("speech" | "env" | "music" | "event")
+wins; else ``mirrors_task`` / ``mirrors_hear_task`` naming a HEAR folder, a
+task key, or in words ("ESC-50 (5 folds)"); else the folder name without a
+``mini_`` prefix is matched against the HEAR names.
 """
 from __future__ import annotations
 
@@ -23,27 +25,28 @@ class HearTask(NamedTuple):
     folder: str  # official task folder name
     key: str  # short key used in eval/paper_scores.json and table headers
     group: str
+    title: str  # how papers name it; matched in mini tasks' free-text "mirrors"
 
 
 HEAR2021_TASKS: tuple[HearTask, ...] = (
-    HearTask("tfds_crema_d-1.0.0-full", "crema_d", "speech"),
-    HearTask("libricount-v1.0.0-hear2021-full", "libricount", "speech"),
-    HearTask("speech_commands-v0.0.2-5h", "speech_commands_5h", "speech"),
-    HearTask("speech_commands-v0.0.2-full", "speech_commands_full", "speech"),
-    HearTask("vocal_imitation-v1.1.3-full", "vocal_imitation", "speech"),
-    HearTask("vox_lingua_top10-hear2021-full", "vox_lingua_top10", "speech"),
-    HearTask("esc50-v2.0.0-full", "esc50", "env"),
-    HearTask("fsd50k-v1.0-full", "fsd50k", "env"),
-    HearTask("gunshot_triangulation-v1.0-full", "gunshot_triangulation", "env"),
-    HearTask("beijing_opera-v1.0-hear2021-full", "beijing_opera", "music"),
-    HearTask("tfds_gtzan-1.0.0-full", "gtzan_genre", "music"),
-    HearTask("tfds_gtzan_music_speech-1.0.0-full", "gtzan_music_speech", "music"),
-    HearTask("mridangam_stroke-v1.5-full", "mridangam_stroke", "music"),
-    HearTask("mridangam_tonic-v1.5-full", "mridangam_tonic", "music"),
-    HearTask("nsynth_pitch-v2.2.3-5h", "nsynth_pitch_5h", "music"),
-    HearTask("nsynth_pitch-v2.2.3-50h", "nsynth_pitch_50h", "music"),
-    HearTask("dcase2016_task2-hear2021-full", "dcase2016_task2", "event"),
-    HearTask("maestro-v3.0.0-5h", "maestro_5h", "event"),
+    HearTask("tfds_crema_d-1.0.0-full", "crema_d", "speech", "CREMA-D"),
+    HearTask("libricount-v1.0.0-hear2021-full", "libricount", "speech", "LibriCount"),
+    HearTask("speech_commands-v0.0.2-5h", "speech_commands_5h", "speech", "Speech Commands"),
+    HearTask("speech_commands-v0.0.2-full", "speech_commands_full", "speech", "Speech Commands"),
+    HearTask("vocal_imitation-v1.1.3-full", "vocal_imitation", "speech", "Vocal Imitation"),
+    HearTask("vox_lingua_top10-hear2021-full", "vox_lingua_top10", "speech", "VoxLingua"),
+    HearTask("esc50-v2.0.0-full", "esc50", "env", "ESC-50"),
+    HearTask("fsd50k-v1.0-full", "fsd50k", "env", "FSD50K"),
+    HearTask("gunshot_triangulation-v1.0-full", "gunshot_triangulation", "env", "Gunshot"),
+    HearTask("beijing_opera-v1.0-hear2021-full", "beijing_opera", "music", "Beijing Opera"),
+    HearTask("tfds_gtzan-1.0.0-full", "gtzan_genre", "music", "GTZAN"),
+    HearTask("tfds_gtzan_music_speech-1.0.0-full", "gtzan_music_speech", "music", "GTZAN"),
+    HearTask("mridangam_stroke-v1.5-full", "mridangam_stroke", "music", "Mridangam"),
+    HearTask("mridangam_tonic-v1.5-full", "mridangam_tonic", "music", "Mridangam"),
+    HearTask("nsynth_pitch-v2.2.3-5h", "nsynth_pitch_5h", "music", "NSynth"),
+    HearTask("nsynth_pitch-v2.2.3-50h", "nsynth_pitch_50h", "music", "NSynth"),
+    HearTask("dcase2016_task2-hear2021-full", "dcase2016_task2", "event", "DCASE 2016"),
+    HearTask("maestro-v3.0.0-5h", "maestro_5h", "event", "MAESTRO"),
 )
 BY_FOLDER = {t.folder: t for t in HEAR2021_TASKS}
 BY_KEY = {t.key: t for t in HEAR2021_TASKS}
@@ -71,6 +74,19 @@ def paper_key(folder: str) -> str | None:
     return task.key if task else None
 
 
+def _match(text: str) -> HearTask | None:
+    """A HEAR task named by folder, key, folder prefix, or title in ``text``."""
+    text = text.strip()
+    if text in BY_FOLDER or text in BY_KEY:
+        return BY_FOLDER.get(text) or BY_KEY[text]
+    stem = text.split("-")[0].lower().removeprefix("mini_")
+    for task in HEAR2021_TASKS:
+        if stem and (task.folder.split("-")[0].removeprefix("tfds_") == stem or task.key == stem):
+            return task
+    lowered = text.lower()
+    return next((t for t in HEAR2021_TASKS if t.title.lower() in lowered), None)
+
+
 def task_group(folder: str, metadata: dict | None = None) -> str:
     """Group of a task folder: official name, else what its metadata mirrors.
 
@@ -82,9 +98,8 @@ def task_group(folder: str, metadata: dict | None = None) -> str:
     metadata = metadata or {}
     if metadata.get("mirrors_group"):
         return _normalise_group(metadata["mirrors_group"])
-    mirrored = metadata.get("mirrors_task")
-    if mirrored:
-        task = BY_FOLDER.get(mirrored) or BY_KEY.get(mirrored)
+    for text in (metadata.get("mirrors_task"), metadata.get("mirrors_hear_task"), folder):
+        task = _match(text) if text else None
         if task:
             return task.group
     return "event" if metadata.get("embedding_type") == "event" else "other"

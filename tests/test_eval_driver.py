@@ -55,6 +55,9 @@ def test_mini_tasks_are_grouped_by_what_they_mirror():
     assert group("mini_kws-v1.0-full", {"mirrors_group": "speech"}) == "speech"
     assert group("mini_sfx-v1.0-full", {"mirrors_group": "environment"}) == "env"
     assert group("mini_pitch-v1.0-full", {"mirrors_task": "nsynth_pitch-v2.2.3-5h"}) == "music"
+    assert group("mini_drum_stroke-v1.0-full", {"mirrors_hear_task": "Mridangam Stroke (stroke class)"}) == "music"
+    assert group("mini_voxlingua-v1.0-full", {"mirrors_hear_task": "VoxLingua107 top 10"}) == "speech"
+    assert group("mini_esc50-v1.0-full", {}) == "env"  # by name, without the mini_ prefix
     assert group("mini_onsets-v1.0-full", {"embedding_type": "event"}) == "event"
     assert group("whatever-v1.0-full", {"embedding_type": "scene"}) == "other"
     with pytest.raises(ValueError, match="unknown task group"):
