@@ -130,6 +130,17 @@ def test_event_task_passes_through_compat_launcher(event_embeddings, tmp_path):
     assert "test_score" in result["test"]
 
 
+@needs_heareval
+def test_compat_embeddings_launcher_runs_herevals_runner(tiny_tasks, tmp_path):
+    """The --gpu path's launcher; on a CPU machine its TensorFlow check swap is a no-op."""
+    r = subprocess.run([sys.executable, str(EVAL / "heareval_compat.py"), "embeddings", "hearbaseline_naive",
+                        "--tasks-dir", str(tiny_tasks), "--task", "tiny_scene-v1.0-full",
+                        "--embeddings-dir", str(tmp_path)], env=_env(), cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "hearbaseline_naive" / "tiny_scene-v1.0-full" / ".done.embeddings").exists()
+
+
 # ---------------------------------------------------------------- scores + leaderboard
 
 def _fake_scores(task_dir: Path, fold_scores: dict[str, float], group: str = "music") -> None:
