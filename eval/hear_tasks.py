@@ -106,7 +106,16 @@ def task_group(folder: str, metadata: dict | None = None) -> str:
 
 
 def find_tasks(tasks_dir: Path) -> list[Path]:
-    """Task folders (those holding task_metadata.json), official order first."""
-    found = sorted(p.parent for p in Path(tasks_dir).glob("*/task_metadata.json"))
+    """Task folders (those holding task_metadata.json), in table order.
+
+    Official tasks in the order above, then the rest by group and name, so
+    progress output and tables read group by group.
+    """
+    found = [p.parent for p in Path(tasks_dir).glob("*/task_metadata.json")]
     order = {t.folder: i for i, t in enumerate(HEAR2021_TASKS)}
-    return sorted(found, key=lambda p: (order.get(p.name, len(order)), p.name))
+    groups = {g: i for i, g in enumerate((*GROUPS, "other"))}
+
+    def key(p: Path) -> tuple[int, int, str]:
+        return (order.get(p.name, len(order)), groups[task_group(p.name, read_metadata(p))], p.name)
+
+    return sorted(found, key=key)
