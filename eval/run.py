@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     settings = {"module": args.module, "model": str(args.model.resolve()) if args.model else None,
                 "model_options": json.loads(args.model_options), "grid": args.grid, "grid_points": args.grid_points}
     _check_settings(work, settings)
-    tasks = find_tasks(args.tasks_dir)
+    tasks = all_tasks = find_tasks(args.tasks_dir)
     if args.tasks:
         missing = set(args.tasks) - {t.name for t in tasks}
         if missing:
@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{prefix}: predictions FAILED (rc {rc}), see {logs / (name + '.predictions.log')}", flush=True)
                 failed.append(name)
                 continue
-        task_scores = collect(emb_root, tasks)
+        task_scores = collect(emb_root, all_tasks)  # earlier --tasks subsets too
         s = task_scores.get(name, {})
         mean, std = s.get("mean"), s.get("std")
         shown = "nan" if mean is None else f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
