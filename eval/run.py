@@ -1,0 +1,176 @@
+"""Run heareval over a folder of HEAR tasks for one model and collect its scores.
+
+    python eval/run.py --tasks-dir tasks --model checkpoints/abt.pt --tag abt
+    python eval/run.py --tasks-dir tasks --module hearbaseline_naive --tag naive --grid fast
+
+For each task folder it runs heareval's embeddings runner, then its
+predictions runner (through eval/heareval_compat.py, which fixes event tasks
+on current Lightning), each as a subprocess with its log under
+``eval/results/<tag>/work/logs/``. It resumes: a task whose embeddings carry
+heareval's ``.done.embeddings`` marker is not embedded again, and one with
+``prediction-done.json`` and ``test.predicted-scores.json`` is not trained
+again. After every task the scores so far go to ``eval/results/<tag>/scores.json``.
+
+GPU: heareval's embeddings runner refuses to start when torch sees a GPU and
+TensorFlow (tensorflow-cpu here) does not. Without ``--gpu`` both runners get
+``CUDA_VISIBLE_DEVICES=""`` and run on CPU. With ``--gpu`` the embeddings
+runner starts through the compat launcher, which skips that TensorFlow check
+for torch modules, and the predictions runner trains on GPU 0.
+
+Why subprocesses: each runner is heareval's own CLI, so a crash, a CUDA
+out-of-memory or a Ctrl-C loses at most one task, and what we run is exactly
+what other HEAR participants run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+EVAL_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(EVAL_DIR))
+
+from hear_tasks import find_tasks, read_metadata, task_group  # noqa: E402
+from scores import collect, write_scores  # noqa: E402
+
+DEFAULT_RESULTS = EVAL_DIR / "results"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    what = p.add_argument_group("what to evaluate")
+    what.add_argument("--tasks-dir", type=Path, required=True, help="folder of HEAR task folders")
+    what.add_argument("--tag", required=True, help="name of this run: eval/results/<tag>/")
+    what.add_argument("--module", default="hear_abt", help="HEAR module to import (default: hear_abt)")
+    what.add_argument("--model", type=Path, default=None, help="checkpoint passed to load_model (default: the module's own)")
+    what.add_argument("--model-options", default="{}", help="JSON dict of load_model kwargs")
+    what.add_argument("--tasks", nargs="+", default=None, help="only these task folder names")
+    how = p.add_argument_group("how")
+    how.add_argument("--grid", default="default", choices=["default", "fast", "faster"],
+                     help="heareval's hyperparameter grid (fast/faster: fewer epochs)")
+    how.add_argument("--grid-points", type=int, default=8, help="grid points tried per task (heareval default 8)")
+    how.add_argument("--gpu", action="store_true", help="embed and train on GPU 0 (default: CPU)")
+    how.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where <tag>/ goes (default: eval/results)")
+    args = p.parse_args(argv)
+    if not isinstance(json.loads(args.model_options), dict):
+        p.error("--model-options must be a JSON object")
+    if not args.tasks_dir.is_dir():
+        p.error(f"--tasks-dir {args.tasks_dir} is not a folder")
+    if args.model is not None and not args.model.is_file():
+        p.error(f"--model {args.model} does not exist")
+    return args
+
+
+def _env(gpu: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    # eval/peers holds wrapper HEAR modules; the repo root holds hear_abt.
+    # A PYTHONPATH the user set comes first, so it can point at another copy.
+    paths = [env.get("PYTHONPATH", ""), str(EVAL_DIR / "peers"), str(EVAL_DIR.parent)]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    if not gpu:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def _run_logged(cmd: list[str], log: Path, env: dict[str, str], cwd: Path) -> tuple[int, float]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with log.open("a") as fh:
+        fh.write(f"\n$ {' '.join(cmd)}\n")
+        fh.flush()
+        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd).returncode
+    return rc, time.monotonic() - start
+
+
+def _embedding_dir(emb_root: Path, task: str) -> Path | None:
+    hits = sorted(emb_root.glob(f"*/{task}"))
+    return hits[0] if hits else None
+
+
+def _check_settings(work: Path, settings: dict) -> None:
+    """A tag's work folder belongs to one model setting; refuse to mix."""
+    path = work / "settings.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != settings:
+            sys.exit(f"tag already used with other settings ({path}):\n  was {old}\n  now {settings}\n"
+                     "use a new --tag, or delete that folder to start over")
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=2))
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.results_dir / args.tag
+    work = out / "work"
+    emb_root, logs = work / "embeddings", work / "logs"
+    settings = {"module": args.module, "model": str(args.model.resolve()) if args.model else None,
+                "model_options": json.loads(args.model_options), "grid": args.grid, "grid_points": args.grid_points}
+    _check_settings(work, settings)
+    tasks = all_tasks = find_tasks(args.tasks_dir)
+    if args.tasks:
+        missing = set(args.tasks) - {t.name for t in tasks}
+        if missing:
+            sys.exit(f"not in {args.tasks_dir}: {sorted(missing)}")
+        tasks = [t for t in tasks if t.name in args.tasks]
+    if not tasks:
+        sys.exit(f"no task folders (with task_metadata.json) in {args.tasks_dir}")
+
+    env = _env(args.gpu)
+    scores_path = out / "scores.json"
+    previous = json.loads(scores_path.read_text()) if scores_path.is_file() else {}
+    timing: dict[str, dict[str, float]] = previous.get("timing_s", {})
+    failed: list[str] = []
+    py, compat = sys.executable, str(EVAL_DIR / "heareval_compat.py")
+    print(f"{args.tag}: {len(tasks)} tasks from {args.tasks_dir}, module {args.module}, grid {args.grid}", flush=True)
+
+    for i, task_dir in enumerate(tasks, 1):
+        name = task_dir.name
+        prefix = f"[{i}/{len(tasks)}] {name} ({task_group(name, read_metadata(task_dir))})"
+        t = timing.setdefault(name, {})
+        emb_dir = _embedding_dir(emb_root, name)
+        if emb_dir is None or not (emb_dir / ".done.embeddings").exists():
+            print(f"{prefix}: embeddings ...", flush=True)
+            runner = [compat, "embeddings"] if args.gpu else ["-m", "heareval.embeddings.runner"]
+            cmd = [py, *runner, args.module, "--tasks-dir", str(args.tasks_dir.resolve()), "--task", name,
+                   "--embeddings-dir", str(emb_root.resolve()), "--model-options", args.model_options]
+            if args.model:
+                cmd += ["--model", str(args.model.resolve())]
+            rc, t["embeddings"] = _run_logged(cmd, logs / f"{name}.embeddings.log", env, work)
+            emb_dir = _embedding_dir(emb_root, name)
+            if rc or emb_dir is None:
+                print(f"{prefix}: embeddings FAILED (rc {rc}), see {logs / (name + '.embeddings.log')}", flush=True)
+                failed.append(name)
+                continue
+        if (emb_dir / "prediction-done.json").exists() and (emb_dir / "test.predicted-scores.json").exists():
+            print(f"{prefix}: done before, skipped", flush=True)
+        else:
+            print(f"{prefix}: embeddings ok ({t.get('embeddings', 0):.0f} s); predictions ...", flush=True)
+            cmd = [py, compat, "predictions", str(emb_dir.resolve()), "--grid", args.grid,
+                   "--grid-points", str(args.grid_points)]
+            if args.gpu:
+                cmd += ["--gpus", "[0]"]
+            env_pred = {**env, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}  # see heareval_compat.py
+            rc, t["predictions"] = _run_logged(cmd, logs / f"{name}.predictions.log", env_pred, work)
+            if rc:
+                print(f"{prefix}: predictions FAILED (rc {rc}), see {logs / (name + '.predictions.log')}", flush=True)
+                failed.append(name)
+                continue
+        task_scores = collect(emb_root, all_tasks)  # earlier --tasks subsets too
+        s = task_scores.get(name, {})
+        mean, std = s.get("mean"), s.get("std")
+        shown = "nan" if mean is None else f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+        print(f"{prefix}: {s.get('metric', '?')} {shown} ({t.get('predictions', 0):.0f} s)", flush=True)
+        header = {"tag": args.tag, **settings, "tasks_dir": str(args.tasks_dir.resolve()), "timing_s": timing}
+        write_scores(scores_path, header, task_scores)
+
+    print(f"scores: {scores_path}" + (f"; FAILED: {', '.join(failed)}" if failed else ""), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(parse_args()))
