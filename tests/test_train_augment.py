@@ -1,7 +1,6 @@
 """Each augmentation's defining property, determinism and batch slicing."""
 import math
 
-import pytest
 import torch
 
 from hear_abt.train.augment import ABTAugment, MixupBank, RandomLinearFader, RandomResizeCrop, slice_params
