@@ -8,14 +8,14 @@ import torch
 from torch import nn
 
 from .embed import window_bounds
+from .encoders import build_encoder
+from .frontend import LogMel, MelConfig
 
 # HEAR requires timestamps at most 50 ms apart. Encoders with coarser frames
 # (ResNets: 160-320 ms, ViT-C: 80 ms) get timestamps every 40 ms, each pooling
 # the frames whose centres lie in its window.
 MAX_HOP_MS = 50.0
 COARSE_HOP_MS = 40.0
-from .encoders import build_encoder
-from .frontend import LogMel, MelConfig
 
 
 @dataclass(frozen=True)
