@@ -7,9 +7,12 @@ cosine similarity against the original ABT wrapper's method (raw audio framed
 into 950 ms windows every 50 ms, each window through frontend + encoder, mean +
 max pooled), compared at the times both produce (multiples of 200 ms).
 
-    python eval/bench_embed.py [--model CKPT] [--device cpu|cuda]
+    python eval/bench_embed.py [--model CKPT | --encoder NAME] [--device cpu|cuda]
 
-Without --model it uses a random-weights checkpoint from `hear-abt init`.
+Without --model it uses a random-weights checkpoint from
+`hear-abt init --encoder NAME` (default audiontt); speed does not depend on
+the weights. --quick skips the framed-method comparison and the peak-RSS run
+(the slow parts for the large encoders).
 The audio is the bundled real clip (bell + speech) tiled to length.
 """
 from __future__ import annotations
@@ -88,7 +91,10 @@ def peak_rss_child(model_path: str, device: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="checkpoint (default: a random-weights one)")
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--model", help="checkpoint (default: a random-weights one)")
+    g.add_argument("--encoder", default="audiontt", help="encoder of the random-weights checkpoint (hear_abt.encoders)")
+    ap.add_argument("--quick", action="store_true", help="real-time factors only")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", help="also write the figures here")
@@ -98,10 +104,11 @@ def main() -> None:
         from hear_abt.cli import main as cli
 
         args.model = str(Path(tmp.name) / "random.pt")
-        cli(["init", "-o", args.model])
+        cli(["init", "--encoder", args.encoder, "-o", args.model])
     model = hear_abt.load_model(args.model).to(args.device)
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.processor() or platform.machine()} CPU"
-    print(f"machine: {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads, model {args.model}")
+    print(f"machine: {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads, model {args.model} "
+          f"({model.encoder_name}, {model.frame_ms:g} ms frames, {model.hop_ms:g} ms hop)")
     fig: dict[str, float] = {}
     for seconds in (10, 120):
         x = clip(seconds, 1, args.device)
@@ -112,6 +119,10 @@ def main() -> None:
         print(f"{seconds:>4} s clip: timestamp embeddings {seconds / t_ts:8.1f}x real time, "
               f"scene {seconds / t_sc:8.1f}x real time")
 
+    if args.quick:
+        if args.json:
+            Path(args.json).write_text(json.dumps({"machine": dev, "encoder": model.encoder_name, **fig}, indent=2))
+        return
     x = clip(10, 1, args.device)
     t_ours = timed(lambda: hear_abt.get_timestamp_embeddings(x, model), args.repeat)
     t_framed = timed(lambda: framed_embeddings(x, model), args.repeat)
@@ -143,7 +154,7 @@ def main() -> None:
         fig["peak_gpu_mem_mb_4x120s"] = torch.cuda.max_memory_allocated() / 2**20
         print(f"peak GPU memory embedding 4 x 120 s clips: {fig['peak_gpu_mem_mb_4x120s']:.0f} MB")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": dev, **fig}, indent=2))
+        Path(args.json).write_text(json.dumps({"machine": dev, "encoder": model.encoder_name, **fig}, indent=2))
 
 
 if __name__ == "__main__":

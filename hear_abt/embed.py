@@ -43,9 +43,13 @@ def frame_features(
     """[B, samples] -> encoder frame features [B, T', D], T' = n_mel_frames // stride.
 
     Works on chunks of `chunk_frames` output frames (plus context), so peak
-    memory depends on the chunk length, not the clip length.
+    memory depends on the chunk length, not the clip length. Chunks start on
+    multiples of `encoder.chunk_align` mel frames when the encoder has one
+    (ViT-C: its 96-frame segment grid), else of its frame stride.
     """
     stride = encoder.frame_stride
+    align = getattr(encoder, "chunk_align", stride) // stride  # in output frames
+    chunk_frames = -(-max(1, chunk_frames) // align) * align
     n_mel = frontend.cfg.n_frames(wav.shape[-1])
     n_out = n_mel // stride
     if n_out < 1:
@@ -96,6 +100,53 @@ def pool_windows(frames: torch.Tensor, n_timestamps: int, before: int, after: in
         del csum
         mx = F.pad(frames[i], (0, 0, before, right), value=float("-inf")).unfold(0, width, 1)
         torch.add(mean, mx[:n_timestamps].amax(-1), out=out[i])  # float64 + float32 -> float32 out
+    return out
+
+
+def window_index(
+    times_ms: torch.Tensor, frame_ms: float, offset_ms: float, window_ms: float, n_frames: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames [lo, hi) pooled for each timestamp, for any timestamp hop.
+
+    Frame j's centre is offset_ms + j * frame_ms; timestamp t takes the frames
+    whose centres lie in [t - window/2, t + window/2), clipped to the clip, and
+    at least the frame nearest to t (so a window narrower than a coarse frame
+    step still gets a feature). Returns two int64 tensors shaped like times_ms.
+    """
+    t = times_ms.to(torch.float64)
+    half = window_ms / 2
+    lo = torch.ceil((t - half - offset_ms) / frame_ms).long().clamp(0, n_frames)
+    hi = torch.ceil((t + half - offset_ms) / frame_ms).long().clamp(0, n_frames)
+    nearest = torch.round((t - offset_ms) / frame_ms).long().clamp(0, n_frames - 1)
+    empty = hi <= lo
+    return torch.where(empty, nearest, lo), torch.where(empty, nearest + 1, hi)
+
+
+def pool_ranges(frames: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Mean + max of frames[lo_k:hi_k] for each k: frames [B, T, D], lo/hi
+    [K] -> [B, K, D]. The general form of pool_windows, for timestamps that
+    are not one frame apart (coarse-stride encoders).
+
+    Means come from a float64 cumulative sum. Windows take few distinct
+    widths (a fixed window over evenly spaced frames), so maxima come from
+    one sliding-window max over the frames per width, then a gather.
+    """
+    B, T, D = frames.shape
+    lo, hi = lo.to(frames.device), hi.to(frames.device)
+    width = hi - lo
+    count = width.to(torch.float64)[:, None]
+    out = frames.new_empty(B, len(lo), D)
+    widths = width.unique().tolist()
+    for i in range(B):
+        csum = F.pad(torch.cumsum(frames[i], dim=0, dtype=torch.float64), (0, 0, 1, 0))
+        mean = (csum.index_select(0, hi) - csum.index_select(0, lo)).div_(count)
+        del csum
+        mx = frames.new_empty(len(lo), D)
+        for w in widths:
+            sel = torch.nonzero(width == w).flatten()
+            run = F.pad(frames[i], (0, 0, 0, w - 1), value=float("-inf")).unfold(0, w, 1).amax(-1)  # [T, D]
+            mx[sel] = run.index_select(0, lo[sel])
+        torch.add(mean, mx, out=out[i])
     return out
 
 

@@ -16,7 +16,7 @@ from typing import Iterator
 import torch
 
 from .checkpoint import load_checkpoint
-from .embed import frame_features, pool_clip, pool_windows
+from .embed import frame_features, pool_clip, pool_ranges, pool_windows, window_index
 from .frontend import MelConfig
 from .model import ABTModel, EmbeddingOptions
 
@@ -139,10 +139,18 @@ def _frames(audio: torch.Tensor, model: ABTModel) -> torch.Tensor:
 
 
 def _timestamps(n_samples: int, model: ABTModel, device: torch.device) -> torch.Tensor:
-    """Window centres in ms: 0, frame_ms, 2 frame_ms, ... up to the clip's end."""
+    """Window centres in ms: 0, hop_ms, 2 hop_ms, ... up to the clip's end
+    (hop_ms: the encoder's frame step, or 40 ms when that exceeds 50 ms)."""
     duration_ms = 1000.0 * n_samples / model.sample_rate
-    k = int(duration_ms // model.frame_ms) + 1
-    return torch.arange(k, device=device, dtype=torch.float64).mul(model.frame_ms).float()
+    k = int(duration_ms // model.hop_ms) + 1
+    return torch.arange(k, device=device, dtype=torch.float64).mul(model.hop_ms).float()
+
+
+def _pool_timestamps(frames: torch.Tensor, ts: torch.Tensor, model: ABTModel) -> torch.Tensor:
+    if model.hop_ms == model.frame_ms:  # one timestamp per frame: fixed-width windows
+        return pool_windows(frames, len(ts), model.window_before, model.window_after)
+    lo, hi = window_index(ts, model.frame_ms, model.frame_offset_ms, model.options.timestamp_window_ms, frames.shape[1])
+    return pool_ranges(frames, lo, hi)
 
 
 def get_timestamp_embeddings(audio: torch.Tensor, model: ABTModel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,8 +158,9 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: ABTModel) -> tuple[torc
     timestamps [n_sounds, n_timestamps] in ms).
 
     One pass of frontend + encoder per clip; each timestamp's embedding is the
-    mean + max of the 40 ms frame features whose centres lie within
-    timestamp_window_ms (default 960) around it. Hop: 40 ms.
+    mean + max of the encoder's frame features whose centres lie within
+    timestamp_window_ms (default 960) around it (at least the nearest frame).
+    Hop: the frame step (AudioNTT: 40 ms) when it is at most 50 ms, else 40 ms.
     """
     audio = _check_audio(audio, model)
     ts = _timestamps(audio.shape[1], model, audio.device)
@@ -160,7 +169,7 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: ABTModel) -> tuple[torc
         return audio.new_zeros(0, len(ts), d), audio.new_zeros(0, len(ts))
     with _eval_mode(model):
         frames = _frames(audio, model)
-        emb = pool_windows(frames, len(ts), model.window_before, model.window_after)
+        emb = _pool_timestamps(frames, ts, model)
     return emb, ts.expand(n, -1).contiguous()
 
 

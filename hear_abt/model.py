@@ -11,6 +11,12 @@ from .embed import window_bounds
 from .encoders import build_encoder
 from .frontend import LogMel, MelConfig
 
+# HEAR requires timestamps at most 50 ms apart. Encoders with coarser frames
+# (ResNets: 160-320 ms, ViT-C: 80 ms) get timestamps every 40 ms, each pooling
+# the frames whose centres lie in its window.
+MAX_HOP_MS = 50.0
+COARSE_HOP_MS = 40.0
+
 
 @dataclass(frozen=True)
 class EmbeddingOptions:
@@ -77,6 +83,9 @@ class ABTModel(nn.Module):
         # (stride - 1) / 2 hops after the centre of the first.
         self.frame_ms = self.encoder.frame_stride * mel.hop_ms
         self.frame_offset_ms = (self.encoder.frame_stride - 1) / 2 * mel.hop_ms
+        # Timestamp hop: the frame step when it is fine enough (one timestamp per
+        # frame, fixed-width windows: the fast path), else 40 ms.
+        self.hop_ms = self.frame_ms if self.frame_ms <= MAX_HOP_MS else COARSE_HOP_MS
         self.window_before, self.window_after = window_bounds(
             self.frame_ms, self.frame_offset_ms, options.timestamp_window_ms
         )
@@ -90,5 +99,5 @@ class ABTModel(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"encoder={self.encoder_name}, norm=({self.norm_mean:.3f}, {self.norm_std:.3f}), "
-            f"frame={self.frame_ms:g} ms, options={self.options}"
+            f"frame={self.frame_ms:g} ms, hop={self.hop_ms:g} ms, options={self.options}"
         )
