@@ -8,11 +8,13 @@ can never differ.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
+
+from .fields import reject_unknown
 
 
 @dataclass(frozen=True)
@@ -36,10 +38,7 @@ class MelConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "MelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown MelConfig keys {sorted(unknown)}; known: {sorted(known)}")
+        reject_unknown(cls, d, "MelConfig keys")
         return cls(**d)
 
     def n_frames(self, n_samples: int) -> int:

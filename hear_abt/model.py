@@ -1,7 +1,7 @@
 """The module that load_model returns: frontend + fixed normalisation + encoder."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
@@ -9,6 +9,7 @@ from torch import nn
 
 from .embed import window_bounds
 from .encoders import build_encoder
+from .fields import reject_unknown
 from .frontend import LogMel, MelConfig
 
 # HEAR requires timestamps at most 50 ms apart. Encoders with coarser frames
@@ -45,10 +46,7 @@ class EmbeddingOptions:
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> "EmbeddingOptions":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise TypeError(f"unknown load_model option(s) {unknown}; known options: {sorted(known)}")
+        reject_unknown(cls, kwargs, "load_model option(s)", TypeError)
         return cls(**kwargs)
 
 

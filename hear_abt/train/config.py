@@ -9,10 +9,11 @@ checkpoint always says how it was made.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..fields import reject_unknown
 from ..frontend import MelConfig
 
 
@@ -96,10 +97,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+        reject_unknown(cls, d, "config keys")
         return cls(**d)
 
     def replace(self, overrides: Mapping[str, Any]) -> "TrainConfig":
