@@ -78,13 +78,20 @@ def window_bounds(frame_ms: float, offset_ms: float, window_ms: float) -> tuple[
     return math.floor((half + offset_ms) / frame_ms), math.ceil((half - offset_ms) / frame_ms) - 1
 
 
+def _range_means(frames: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Mean of frames[lo_k:hi_k] ([T, D] -> [K, D], float64), from a float64
+    cumulative sum: exact enough over hours of frames, and much faster than
+    avg_pool1d on CPU. count = (hi - lo) as float64 [K, 1]."""
+    csum = F.pad(torch.cumsum(frames, dim=0, dtype=torch.float64), (0, 0, 1, 0))
+    return (csum.index_select(0, hi) - csum.index_select(0, lo)).div_(count)
+
+
 def pool_windows(frames: torch.Tensor, n_timestamps: int, before: int, after: int) -> torch.Tensor:
     """Mean + max of frames j in [k - before, k + after] for k = 0..n_timestamps-1.
 
     frames [B, T, D] -> [B, n_timestamps, D]. Windows are clipped to the clip:
-    the mean is over the frames that exist, never over padding. Sums come
-    from a float64 cumulative sum (exact enough over hours of frames, and
-    much faster than avg_pool1d on CPU); maxima from a strided view.
+    the mean is over the frames that exist, never over padding (see
+    _range_means); maxima come from a strided view.
     """
     B, T, D = frames.shape
     width = before + after + 1
@@ -95,9 +102,7 @@ def pool_windows(frames: torch.Tensor, n_timestamps: int, before: int, after: in
     count = (hi - lo).to(torch.float64)[:, None]
     out = frames.new_empty(B, n_timestamps, D)
     for i in range(B):  # one clip at a time bounds the float64 temporaries
-        csum = F.pad(torch.cumsum(frames[i], dim=0, dtype=torch.float64), (0, 0, 1, 0))
-        mean = (csum.index_select(0, hi) - csum.index_select(0, lo)).div_(count)
-        del csum
+        mean = _range_means(frames[i], lo, hi, count)
         mx = F.pad(frames[i], (0, 0, before, right), value=float("-inf")).unfold(0, width, 1)
         torch.add(mean, mx[:n_timestamps].amax(-1), out=out[i])  # float64 + float32 -> float32 out
     return out
@@ -138,9 +143,7 @@ def pool_ranges(frames: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tor
     out = frames.new_empty(B, len(lo), D)
     widths = width.unique().tolist()
     for i in range(B):
-        csum = F.pad(torch.cumsum(frames[i], dim=0, dtype=torch.float64), (0, 0, 1, 0))
-        mean = (csum.index_select(0, hi) - csum.index_select(0, lo)).div_(count)
-        del csum
+        mean = _range_means(frames[i], lo, hi, count)
         mx = frames.new_empty(len(lo), D)
         for w in widths:
             sel = torch.nonzero(width == w).flatten()
