@@ -52,6 +52,13 @@ def test_export_loads_through_hear_api(tiny_config, tmp_path):
         assert ckpt["train_config"]["projector"] == [32, 16] and ckpt["step"] == 2
         assert ckpt["norm_stats"] == load(run)["norm_stats"]
         assert torch.equal(ckpt["state_dict"]["features.0.weight"], load(run)["model"]["encoder.features.0.weight"])
+    main(["--run-dir", str(run), "--export", str(tmp_path / "half.pt"), "--fp16"])
+    half = torch.load(tmp_path / "half.pt", weights_only=True)
+    assert half["state_dict"]["features.0.weight"].dtype == torch.float16
+    assert (tmp_path / "half.pt").stat().st_size < 0.6 * (tmp_path / "again.pt").stat().st_size
+    x = torch.zeros(2, 16000).uniform_(-0.1, 0.1)
+    a, b = (hear_abt.get_scene_embeddings(x, hear_abt.load_model(str(p))) for p in (tmp_path / "again.pt", tmp_path / "half.pt"))
+    assert torch.nn.functional.cosine_similarity(a, b).min() > 0.9999
 
 
 def test_nan_guard_stops_after_k_bad_steps(tiny_config, tmp_path, mel_cache_root):

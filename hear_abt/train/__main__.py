@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue from RUN_DIR/state.pt if it exists")
     g.add_argument("--stop-at", type=int, metavar="STEP", help="save the state and exit after this step (time-limited jobs; continue with --resume)")
     g.add_argument("--export", metavar="PATH", help="write RUN_DIR's encoder as a HEAR checkpoint and exit")
+    g.add_argument("--fp16", action="store_true", help="with --export: store the weights as fp16 (half the size)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -78,11 +79,13 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
         return None
     from . import loop
 
+    if args.fp16 and not args.export:
+        raise SystemExit("--fp16 applies to --export only")
     if args.export:
         path = loop.state_path(cfg.run_dir)
         if not path.exists():
             raise SystemExit(f"--export: no training state at {path}; pass the --run-dir of a run")
-        out = loop.export_encoder(loop.load_state(path), args.export)
+        out = loop.export_encoder(loop.load_state(path), args.export, half=args.fp16)
         print(f"wrote {out}")
         return None
     if not cfg.data and not (args.resume and loop.state_path(cfg.run_dir).exists()):

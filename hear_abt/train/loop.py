@@ -80,8 +80,10 @@ def total_steps(cfg: TrainConfig, n_clips: int) -> int:
     return cfg.steps if cfg.steps > 0 else max(1, int(cfg.epochs * (n_clips // cfg.batch_size)))
 
 
-def export_encoder(state: dict, path: str | Path) -> Path:
-    """Write the encoder of a training state as a HEAR checkpoint (DESIGN §8)."""
+def export_encoder(state: dict, path: str | Path, half: bool = False) -> Path:
+    """Write the encoder of a training state as a HEAR checkpoint (DESIGN §8).
+    half=True stores the weights as fp16: half the file, for shipping; they
+    load back as fp32."""
     cfg = TrainConfig.from_dict(state["config"])
     enc = {k[len("encoder."):]: v.contiguous() for k, v in state["model"].items() if k.startswith("encoder.")}
     ckpt = make_checkpoint(
@@ -93,6 +95,7 @@ def export_encoder(state: dict, path: str | Path) -> Path:
         train_config=cfg.to_dict(),
         step=state["step"],
         provenance={"kind": "abt-pretrained", "data": cfg.data, "n_clips": state.get("n_clips"), "norm_stats_source": "the training log-mel cache"},
+        half=half,
     )
     save_checkpoint(ckpt, path)
     return Path(path)
