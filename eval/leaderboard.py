@@ -91,13 +91,23 @@ def _gain(x: float | None, ref: float | None) -> str:
     return f"{100 * (x - ref) / ref:+.1f}%"
 
 
+def _beats(row: Row, ref: Row, folders: list[str]) -> list[str]:
+    """How many tasks the row scores above the random reference on, and the
+    mean of its per-task relative gains (tasks scored by both, reference > 0)."""
+    pairs = [(row.get(f, (None, None))[0], ref.get(f, (None, None))[0]) for f in folders]
+    pairs = [(x, r) for x, r in pairs if x is not None and r is not None]
+    above = sum(x > r for x, r in pairs)
+    gains = [100 * (x - r) / r for x, r in pairs if r > 0]
+    return [f"{above}/{len(pairs)}", f"{statistics.fmean(gains):+.1f}%" if gains else "—"]
+
+
 def markdown(rows: list[Row], cols: dict[str, list[str]], runs: list[dict], random_tag: str) -> str:
     flat = [f for fs in cols.values() for f in fs]
     head = ["model", *[f"{short(f)} ({g})" for g, fs in cols.items() for f in fs], *[f"**{g}**" for g in cols]]
     sep = ["---"] * len(head)
 
-    def table(cells_of) -> list[str]:
-        lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(sep) + " |"]
+    def table(cells_of, extra: tuple[str, ...] = ()) -> list[str]:
+        lines = ["| " + " | ".join([*head, *extra]) + " |", "| " + " | ".join(sep + ["---"] * len(extra)) + " |"]
         for row in rows:
             cells = cells_of(row)
             if cells is not None:
@@ -124,7 +134,9 @@ def markdown(rows: list[Row], cols: dict[str, list[str]], runs: list[dict], rand
     else:
         out += table(lambda row: None if row.paper or row is ref else
                      [_gain(row.get(f, (None, None))[0], ref.get(f, (None, None))[0]) for f in flat]
-                     + [_gain(group_mean(row, fs), group_mean(ref, fs)) for fs in cols.values()])
+                     + [_gain(group_mean(row, fs), group_mean(ref, fs)) for fs in cols.values()]
+                     + _beats(row, ref, flat),
+                     extra=("tasks above random", "mean per-task %↑RAND"))
     out += ["", "— : no score (task not run, or undefined, e.g. onset F-measure with no predicted events).", ""]
     return "\n".join(out)
 

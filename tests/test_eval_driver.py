@@ -170,7 +170,11 @@ def test_leaderboard_has_paper_rows_group_means_and_gain_over_random(tmp_path):
     md = (tmp_path / "leaderboard.md").read_text()
     assert "| abt | 0.600 | 0.750 | 0.600 | 0.750 |" in md
     assert "| ABT (paper) | 0.786 | 0.966 |" in md  # env column first, then music
-    assert "| abt | +50.0% | +50.0% | +50.0% | +50.0% |" in md
+    _write_run(tmp_path, "mixed", {"esc50-v2.0.0-full": 0.30, "beijing_opera-v1.0-hear2021-full": 0.80})
+    assert leaderboard.main(["--results-dir", str(tmp_path), "--random-tag", "random"]) == 0
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "| abt | +50.0% | +50.0% | +50.0% | +50.0% | 2/2 | +50.0% |" in md
+    assert "| mixed | -25.0% | +60.0% | -25.0% | +60.0% | 1/2 | +17.5% |" in md
     assert (tmp_path / "leaderboard_env.png").stat().st_size > 1000
     assert (tmp_path / "leaderboard_music.png").is_file()
 
