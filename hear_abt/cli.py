@@ -64,11 +64,13 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 def cmd_info(args: argparse.Namespace) -> None:
     from .checkpoint import load_checkpoint
+    from .hear_api import default_checkpoint_path
 
-    ck = load_checkpoint(args.checkpoint)
+    path = args.checkpoint or default_checkpoint_path()
+    ck = load_checkpoint(path)
     n = sum(v.numel() for v in ck["state_dict"].values() if v.is_floating_point())
     info = {
-        "file": str(args.checkpoint),
+        "file": str(path),
         "format_version": ck["format_version"],
         "encoder": ck["encoder"],
         "parameters_and_buffers": n,
@@ -133,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     pi.set_defaults(func=cmd_init)
 
     pn = sub.add_parser("info", help="print what a checkpoint is")
-    pn.add_argument("checkpoint")
+    pn.add_argument("checkpoint", nargs="?", default="", help="default: the bundled checkpoint")
     pn.set_defaults(func=cmd_info)
 
     pe = sub.add_parser("embed", help="embed audio files (any sample rate/channels) to .npy")
