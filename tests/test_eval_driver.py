@@ -224,3 +224,45 @@ def test_driver_on_the_small_minihear_suite(minihear_small, rand_ckpt, tmp_path)
     assert leaderboard.main(["--results-dir", str(tmp_path), "--random-tag", "random"]) == 0
     board = (tmp_path / "leaderboard.md").read_text()
     assert re.search(r"^\| random \|.*\d\.\d{3}", board, re.M), board
+
+
+# ---------------------------------------------------------------- linear probe on saved embeddings
+
+def test_linear_probe_reads_embeddings_in_label_order(minihear_small, tmp_path):
+    """Embeddings that encode the label score near 1; the same files with the
+    labels' codes shuffled across clips score near chance. A probe that paired
+    embeddings with the wrong clips would fail the first assertion."""
+    import numpy as np
+
+    import linear_probe
+
+    folder = "mini_speech_commands-v1.0-full"
+    task_dir = minihear_small / folder
+    vocab = sorted({lab for s in ("train", "valid", "test")
+                    for labs in json.loads((task_dir / f"{s}.json").read_text()).values() for lab in labs})
+    rng = np.random.default_rng(0)
+    for tag, shuffle in (("encodes", False), ("shuffled", True)):
+        for split in ("train", "valid", "test"):
+            labels = json.loads((task_dir / f"{split}.json").read_text())
+            files = sorted(labels)
+            codes = [vocab.index(labels[f][0]) for f in files]
+            if shuffle:
+                codes = list(rng.permutation(codes))
+            out = tmp_path / tag / "work" / "embeddings" / "hear_abt" / folder / split
+            out.mkdir(parents=True)
+            for f, c in zip(files, codes):
+                x = rng.normal(0, 0.3, 16)
+                x[c] += 3.0
+                np.save(out / f"{f}.embedding.npy", x.astype(np.float32))
+    good = linear_probe.probe_scores(minihear_small, tmp_path, "encodes")
+    bad = linear_probe.probe_scores(minihear_small, tmp_path, "shuffled")
+    assert good[folder] > 0.95
+    assert bad[folder] < 0.4
+    # The table's %↑RAND column is the mean relative gain over the --random-tag row.
+    out = tmp_path / "probe.md"
+    assert linear_probe.main(["encodes", "shuffled", "--tasks-dir", str(minihear_small),
+                              "--results-dir", str(tmp_path), "--random-tag", "shuffled", "--out", str(out)]) == 0
+    rows = {line.split(" | ")[0].strip("| "): line for line in out.read_text().splitlines()[2:]}
+    expected = 100 * (good[folder] - bad[folder]) / bad[folder]
+    assert rows["encodes"].rstrip(" |").endswith(f"{expected:+.1f}%")
+    assert rows["shuffled"].rstrip(" |").endswith("+0.0%")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -75,12 +76,15 @@ def _scene_score(task: Task, xtr, ytr, xte, yte) -> tuple[float, float]:
     return score, float(yte_b[:, keep].mean())  # a constant score gives AP = prevalence
 
 
-def score_scene(task: Task, task_dir: Path) -> tuple[float, float]:
+def score_scene(task: Task, task_dir: Path, features: Callable[[str], tuple] | None = None) -> tuple[float, float]:
+    """features(split) -> (x, labels) replaces the log-mel statistics, so the
+    same probe scores any model's embeddings (eval/linear_probe.py)."""
+    features = features or (lambda split: _scene_split(task_dir, split))
     if task.split_mode == "trainvaltest":
-        parts = {s: _scene_split(task_dir, s) for s in ["train", "valid", "test"]}
+        parts = {s: features(s) for s in ["train", "valid", "test"]}
         xtr = np.concatenate([parts["train"][0], parts["valid"][0]])
         return _scene_score(task, xtr, parts["train"][1] + parts["valid"][1], *parts["test"])
-    folds = {s: _scene_split(task_dir, s) for s in task.splits}
+    folds = {s: features(s) for s in task.splits}
     res = []
     for test in task.splits:
         rest = [s for s in task.splits if s != test]
