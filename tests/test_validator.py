@@ -1,4 +1,5 @@
-"""hear-validator (the HEAR 2021 API checker) accepts a `hear-abt init` checkpoint."""
+"""hear-validator (the HEAR 2021 API checker) accepts a `hear-abt init` checkpoint
+and, with no --model, the bundled default checkpoint."""
 from __future__ import annotations
 
 import os
@@ -9,12 +10,14 @@ import pytest
 
 
 @pytest.mark.slow
-def test_hear_validator_passes_on_random_checkpoint(rand_ckpt):
+@pytest.mark.parametrize("which", ["random", "default"])
+def test_hear_validator_passes(which, rand_ckpt):
     exe = shutil.which("hear-validator")
     assert exe, "hear-validator is not installed: run `bash install.sh`"
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
+    model = ["--model", str(rand_ckpt)] if which == "random" else []  # none: load_model("")
     run = subprocess.run(
-        [exe, "hear_abt", "--model", str(rand_ckpt), "--device", "cpu"],
+        [exe, "hear_abt", *model, "--device", "cpu"],
         capture_output=True, text=True, env=env, timeout=600,
     )
     out = run.stdout + run.stderr
