@@ -85,20 +85,32 @@ def _fmt(mean: float | None, std: float | None = None) -> str:
     return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
 
 
-def _gain(x: float | None, ref: float | None) -> str:
+def relative_gain(x: float | None, ref: float | None) -> float | None:
+    """%↑RAND in percent; None where a score is missing or the reference is 0."""
     if x is None or ref is None or ref == 0:
-        return "—"
-    return f"{100 * (x - ref) / ref:+.1f}%"
+        return None
+    return 100 * (x - ref) / ref
+
+
+def mean_gain(pairs: list[tuple[float | None, float | None]]) -> float | None:
+    """The mean %↑RAND over (score, reference) pairs that have one."""
+    gains = [g for x, r in pairs if (g := relative_gain(x, r)) is not None]
+    return statistics.fmean(gains) if gains else None
+
+
+def _gain(x: float | None, ref: float | None) -> str:
+    g = relative_gain(x, ref)
+    return "—" if g is None else f"{g:+.1f}%"
 
 
 def _beats(row: Row, ref: Row, folders: list[str]) -> list[str]:
     """How many tasks the row scores above the random reference on, and the
-    mean of its per-task relative gains (tasks scored by both, reference > 0)."""
+    mean of its per-task relative gains (tasks scored by both, reference != 0)."""
     pairs = [(row.get(f, (None, None))[0], ref.get(f, (None, None))[0]) for f in folders]
     pairs = [(x, r) for x, r in pairs if x is not None and r is not None]
     above = sum(x > r for x, r in pairs)
-    gains = [100 * (x - r) / r for x, r in pairs if r > 0]
-    return [f"{above}/{len(pairs)}", f"{statistics.fmean(gains):+.1f}%" if gains else "—"]
+    gain = mean_gain(pairs)
+    return [f"{above}/{len(pairs)}", "—" if gain is None else f"{gain:+.1f}%"]
 
 
 def markdown(rows: list[Row], cols: dict[str, list[str]], runs: list[dict], random_tag: str) -> str:

@@ -25,9 +25,13 @@ import numpy as np
 
 EVAL_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(EVAL_DIR.parent))
+sys.path.insert(0, str(EVAL_DIR))
 
 from eval.minihear.baseline import score_scene  # noqa: E402
 from eval.minihear.registry import TASKS  # noqa: E402
+from leaderboard import mean_gain  # noqa: E402
+
+TASK_BY_FOLDER = {t.folder: t for t in TASKS.values()}
 
 
 def heareval_features(task_dir: Path, emb_dir: Path) -> Callable[[str], tuple[np.ndarray, list]]:
@@ -44,7 +48,7 @@ def heareval_features(task_dir: Path, emb_dir: Path) -> Callable[[str], tuple[np
 def probe_scores(tasks_dir: Path, results_dir: Path, tag: str) -> dict[str, float]:
     out = {}
     for emb_dir in sorted((results_dir / tag / "work" / "embeddings").glob("*/*")):
-        task = next((t for t in TASKS.values() if t.folder == emb_dir.name), None)
+        task = TASK_BY_FOLDER.get(emb_dir.name)
         if task is None or task.embedding_type != "scene":
             continue
         task_dir = tasks_dir / emb_dir.name
@@ -53,8 +57,7 @@ def probe_scores(tasks_dir: Path, results_dir: Path, tag: str) -> dict[str, floa
 
 
 def logmel_scores(tasks_dir: Path, folders: Sequence[str]) -> dict[str, float]:
-    by_folder = {t.folder: t for t in TASKS.values()}
-    return {f: score_scene(by_folder[f], tasks_dir / f)[0] for f in folders}
+    return {f: score_scene(TASK_BY_FOLDER[f], tasks_dir / f)[0] for f in folders}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,8 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         mean = float(np.mean(cells)) if None not in cells else None
         row = f"| {tag} | " + " | ".join(map(fmt, cells)) + f" | {fmt(mean)} |"
         if rand:
-            gains = [(scores[f] - rand[f]) / rand[f] for f in folders if f in scores and rand.get(f)]
-            row += f" {100 * np.mean(gains):+.1f}% |" if gains else " — |"
+            gain = mean_gain([(scores.get(f), rand.get(f)) for f in folders])
+            row += " — |" if gain is None else f" {gain:+.1f}% |"
         lines.append(row)
     print("\n".join(lines))
     if args.out:
