@@ -7,7 +7,10 @@ the paper groups them (speech, env, music, event), plus group means. The
 paper's ABT and BYOL-A rows (eval/paper_scores.json) sit beside ours where a
 column is an official HEAR task. %↑RAND is each score's relative gain over
 the run named by ``--random-tag`` (the same encoder with random weights), as
-the paper reports it: 100 * (score - random) / random.
+the paper reports it: 100 * (score - random) / random. "Gap closed" is the
+share of the distance from random to a perfect score that a run covers,
+100 * (score - random) / (1 - random): %↑RAND rewards the same step more on
+a task where random weights score low, gap closed weighs every task alike.
 
 A group mean is shown only when the row has a number for every task of that
 group in the table, so means over different task sets are never compared.
@@ -98,6 +101,20 @@ def mean_gain(pairs: list[tuple[float | None, float | None]]) -> float | None:
     return statistics.fmean(gains) if gains else None
 
 
+def gap_closed(x: float | None, ref: float | None) -> float | None:
+    """Share (percent) of the random-to-perfect gap that x closes; None where a
+    score is missing or the reference is already perfect. Scores are in [0, 1]."""
+    if x is None or ref is None or ref >= 1:
+        return None
+    return 100 * (x - ref) / (1 - ref)
+
+
+def mean_gap_closed(pairs: list[tuple[float | None, float | None]]) -> float | None:
+    """The mean gap closed over (score, reference) pairs that have one."""
+    gaps = [g for x, r in pairs if (g := gap_closed(x, r)) is not None]
+    return statistics.fmean(gaps) if gaps else None
+
+
 def _gain(x: float | None, ref: float | None) -> str:
     g = relative_gain(x, ref)
     return "—" if g is None else f"{g:+.1f}%"
@@ -105,12 +122,12 @@ def _gain(x: float | None, ref: float | None) -> str:
 
 def _beats(row: Row, ref: Row, folders: list[str]) -> list[str]:
     """How many tasks the row scores above the random reference on, and the
-    mean of its per-task relative gains (tasks scored by both, reference != 0)."""
+    means of its per-task relative gains and gaps closed (tasks scored by both)."""
     pairs = [(row.get(f, (None, None))[0], ref.get(f, (None, None))[0]) for f in folders]
     pairs = [(x, r) for x, r in pairs if x is not None and r is not None]
     above = sum(x > r for x, r in pairs)
-    gain = mean_gain(pairs)
-    return [f"{above}/{len(pairs)}", "—" if gain is None else f"{gain:+.1f}%"]
+    gain, gap = mean_gain(pairs), mean_gap_closed(pairs)
+    return [f"{above}/{len(pairs)}", "—" if gain is None else f"{gain:+.1f}%", "—" if gap is None else f"{gap:+.1f}%"]
 
 
 def markdown(rows: list[Row], cols: dict[str, list[str]], runs: list[dict], random_tag: str) -> str:
@@ -148,7 +165,7 @@ def markdown(rows: list[Row], cols: dict[str, list[str]], runs: list[dict], rand
                      [_gain(row.get(f, (None, None))[0], ref.get(f, (None, None))[0]) for f in flat]
                      + [_gain(group_mean(row, fs), group_mean(ref, fs)) for fs in cols.values()]
                      + _beats(row, ref, flat),
-                     extra=("tasks above random", "mean per-task %↑RAND"))
+                     extra=("tasks above random", "mean per-task %↑RAND", "mean gap closed"))
     out += ["", "— : no score (task not run, or undefined, e.g. onset F-measure with no predicted events).", ""]
     return "\n".join(out)
 

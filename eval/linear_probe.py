@@ -29,7 +29,7 @@ sys.path.insert(0, str(EVAL_DIR))
 
 from eval.minihear.baseline import score_scene  # noqa: E402
 from eval.minihear.registry import TASKS  # noqa: E402
-from leaderboard import mean_gain  # noqa: E402
+from leaderboard import mean_gain, mean_gap_closed  # noqa: E402
 
 TASK_BY_FOLDER = {t.folder: t for t in TASKS.values()}
 
@@ -80,16 +80,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     rand = table.get(args.random_tag) if args.random_tag else None
     if args.random_tag and rand is None:
         p.error(f"--random-tag {args.random_tag} is not among the tags")
-    lines = ["| model | " + " | ".join(f.split("-")[0] for f in folders) + " | mean |" + (" mean %↑RAND |" if rand else "")]
-    lines.append("|---" * (len(folders) + 2 + bool(rand)) + "|")
+    lines = ["| model | " + " | ".join(f.split("-")[0] for f in folders) + " | mean |" + (" mean %↑RAND | mean gap closed |" if rand else "")]
+    lines.append("|---" * (len(folders) + 2 + 2 * bool(rand)) + "|")
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
     for tag, scores in table.items():
         cells = [scores.get(f) for f in folders]
         mean = float(np.mean(cells)) if None not in cells else None
         row = f"| {tag} | " + " | ".join(map(fmt, cells)) + f" | {fmt(mean)} |"
         if rand:
-            gain = mean_gain([(scores.get(f), rand.get(f)) for f in folders])
-            row += " — |" if gain is None else f" {gain:+.1f}% |"
+            pairs = [(scores.get(f), rand.get(f)) for f in folders]
+            gain, gap = mean_gain(pairs), mean_gap_closed(pairs)
+            row += "".join(" — |" if v is None else f" {v:+.1f}% |" for v in (gain, gap))
         lines.append(row)
     print("\n".join(lines))
     if args.out:
