@@ -73,6 +73,16 @@ def content_digest(obj: Any) -> str:
     return h.hexdigest()
 
 
+def _os_error_in(e: BaseException | None) -> OSError | None:
+    """The OSError (e.g. ENOSPC) at the root of an exception chain, if any."""
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """Write to a temporary file beside `path`, fsync, then rename over it, so a
     kill at any moment leaves either the old file or the new one, never half."""
@@ -89,8 +99,11 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        cause = _os_error_in(e)
+        if cause is not None and cause is not e:  # torch.save wraps ENOSPC in a RuntimeError
+            raise OSError(cause.errno, f"writing {path}: {cause.strerror or cause}") from e
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
