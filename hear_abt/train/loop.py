@@ -37,7 +37,7 @@ from . import distributed as D
 from .augment import ABTAugment, MixupBank, RandomLinearFader, RandomResizeCrop, slice_params
 from .barlow import BarlowTwinsLoss, BarlowTwinsModel
 from .config import TrainConfig
-from .data import default_cache_root, derive_seed, generator_for, global_batch, list_audio, open_or_build_cache, MelCache
+from .data import CacheError, default_cache_root, derive_seed, generator_for, global_batch, list_audio, open_or_build_cache, MelCache
 from .optim import build_optimizer, lr_factor, set_lr
 
 log = logging.getLogger(__name__)
@@ -290,7 +290,10 @@ def open_cache(cfg: TrainConfig, ctx: D.DistContext) -> MelCache:
     missing while the others wait. `data` may also be a built cache folder
     (one holding index.json), e.g. copied to a machine without the audio."""
     if (Path(cfg.data) / "index.json").is_file():
-        cache = MelCache.open(cfg.data)
+        try:
+            cache = MelCache.open(cfg.data)
+        except CacheError as e:
+            raise SystemExit(f"--data {cfg.data}: {e}") from None
         if cache.mel != cfg.mel_config:
             raise SystemExit(f"{cfg.data} was built with {cache.mel}, the config asks for {cfg.mel_config}")
         return cache
