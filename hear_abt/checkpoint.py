@@ -105,8 +105,13 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         if cause is not None and cause is not e:  # torch.save wraps ENOSPC in a RuntimeError
             raise OSError(cause.errno, f"writing {path}: {cause.strerror or cause}") from e
         raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make the renames in `folder` durable (best effort: not every OS allows it)."""
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:

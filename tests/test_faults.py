@@ -12,6 +12,7 @@ Run `python -m pytest -q -s tests/test_faults.py` to see where each kill landed.
 from __future__ import annotations
 
 import csv
+import json
 import errno
 import os
 import random
@@ -321,3 +322,128 @@ def test_disk_full_in_training_says_what_survived(tiny_config, tmp_path, monkeyp
     monkeypatch.setattr(loop, "write_state", real_save)
     assert loop.load_state(loop.state_path(cfg.run_dir))["step"] == 2
     assert loop.train(cfg, resume=True)["step"] == 4
+
+
+# ---------------------------------------------------------------- 4. evaluation
+
+EVAL = REPO / "eval"
+SCENE = "tiny_scene-v1.0-full"
+
+
+def _break_task(src: Path, tasks: Path, name: str, how: str) -> Path:
+    import soundfile as sf
+
+    dst = tasks / name
+    shutil.copytree(src, dst)
+    if how == "missing split":
+        (dst / "fold01.json").unlink()
+        return dst / "fold01.json"
+    if how == "corrupt split":
+        (dst / "fold02.json").write_text('{"fold02_low_0.wav": ["lo')
+        return dst / "fold02.json"
+    if how == "wrong sample rate":
+        bad = sorted((dst / "44100" / "fold00").glob("*.wav"))[1]
+        x, _ = sf.read(bad)
+        sf.write(bad, x[::2], 22050)
+        return bad
+    if how == "missing clip":
+        bad = sorted((dst / "16000" / "fold01").glob("*.wav"))[0]
+        bad.unlink()
+        return bad
+    raise ValueError(how)
+
+
+@pytest.fixture(scope="module")
+def eval_tasks(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
+    """The tiny k-fold scene task and four broken copies of it (file to be named)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _tiny_hear
+
+    root = tmp_path_factory.mktemp("evaltasks")
+    good = _tiny_hear.make_scene_task(root)
+    broken = {how: _break_task(good, root, f"broken_{how.replace(' ', '_')}-v1.0-full", how)
+              for how in ("missing split", "corrupt split", "wrong sample rate", "missing clip")}
+    return root, broken
+
+
+def test_task_check_names_the_file(eval_tasks):
+    sys.path.insert(0, str(EVAL))
+    from task_check import check_task
+
+    root, broken = eval_tasks
+    assert check_task(root / SCENE) == []
+    for how, bad_file in broken.items():
+        problems = check_task(bad_file.parents[2] if bad_file.suffix == ".wav" else bad_file.parent)
+        assert problems and any(str(bad_file) in p for p in problems), (how, problems)
+
+
+def _driver(tasks: Path, results: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(EVAL / "run.py"), "--tasks-dir", str(tasks), "--module", "hearbaseline_naive",
+            "--tag", "naive", "--grid", "faster", "--grid-points", "1", "--results-dir", str(results), *extra]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _dead(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+@pytest.mark.slow
+def test_eval_killed_mid_embeddings_and_mid_predictions_scores_as_uninterrupted(eval_tasks, tmp_path):
+    """Uninterrupted: the four broken tasks fail by name, the good one scores.
+    Then SIGKILL the driver (only its pid) in the middle of the good task's
+    embeddings, rerun, SIGKILL it in the middle of the predictions, rerun: its
+    runners die with it, and the final scores equal the uninterrupted ones."""
+    root, broken = eval_tasks
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    ref = subprocess.run(_driver(root, tmp_path / "ref"), capture_output=True, text=True, env=env, timeout=900)
+    assert ref.returncode == 1, ref.stdout + ref.stderr  # failed tasks -> exit status 1
+    for how, bad_file in broken.items():
+        line = next(l for l in ref.stdout.splitlines() if f"broken_{how.replace(' ', '_')}" in l)
+        assert "INVALID" in line and str(bad_file) in line, (how, line)
+    ref_scores = json.loads((tmp_path / "ref" / "naive" / "scores.json").read_text())
+    assert list(ref_scores["tasks"]) == [SCENE]
+
+    out = tmp_path / "killed"
+    cmd = _driver(root, out, "--tasks", SCENE)
+    work = out / "naive" / "work"
+    landed = []
+    for phase in ("embeddings", "predictions"):
+        log = tmp_path / f"{phase}.out"
+        with log.open("w") as fh:
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        try:
+            if phase == "embeddings":  # heareval's runner has loaded the model and started on the task
+                ready = lambda: any(work.glob(f"embeddings/*/{SCENE}/task_metadata.json"))  # noqa: E731
+            else:  # heareval's runner has started training (Lightning wrote its first files)
+                ready = lambda: "predictions ..." in log.read_text() and any(  # noqa: E731
+                    p.name in ("hparams.yaml", "metrics.csv") or p.suffix == ".ckpt" for p in work.rglob("*"))
+            assert _wait_for(ready, proc, timeout=600), log.read_text() + "\n".join(map(str, work.rglob("*")))
+            time.sleep(random.Random(f"{SEED}{phase}").uniform(0.0, 1.0))
+            runners = _children(proc.pid)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        done = {m.name for m in work.glob(f"embeddings/*/{SCENE}/*done*")}
+        landed.append(f"{phase}: runner {runners} alive at the kill, markers then {sorted(done)}")
+        deadline = time.monotonic() + 30
+        while not all(_dead(c) for c in runners) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert runners and all(_dead(c) for c in runners), f"heareval runner outlived the driver: {runners}"
+        assert ("prediction-done.json" not in done) and (phase == "predictions" or ".done.embeddings" not in done)
+    final = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert final.returncode == 0, final.stdout + final.stderr
+    print("\neval driver killed twice:\n  " + "\n  ".join(landed))
+    scores = json.loads((out / "naive" / "scores.json").read_text())
+    assert scores["tasks"] == ref_scores["tasks"]
+    assert scores["tasks"][SCENE]["mean"] is not None

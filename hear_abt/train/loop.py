@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import atomic_torch_save, content_digest, make_checkpoint, save_checkpoint
+from ..checkpoint import atomic_torch_save, content_digest, fsync_dir, make_checkpoint, save_checkpoint
 from ..encoders import build_encoder
 from . import distributed as D
 from .augment import ABTAugment, MixupBank, RandomLinearFader, RandomResizeCrop, slice_params
@@ -158,6 +158,7 @@ def write_state(state: dict[str, Any], run_dir: str | Path) -> Path:
         except OSError:  # no hard links on this filesystem: a brief moment without state.pt
             os.replace(cur, prev)
     os.replace(tmp, cur)
+    fsync_dir(cur.parent)
     return cur
 
 
