@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, help="global batch size (split across processes)")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--seed", type=int)
-    g.add_argument("--resume", action="store_true", help="continue from RUN_DIR/state.pt if it exists")
+    g.add_argument("--resume", action="store_true", help="continue from the newest valid state in RUN_DIR (state.pt, else state.prev.pt) if there is one")
     g.add_argument("--stop-at", type=int, metavar="STEP", help="save the state and exit after this step (time-limited jobs; continue with --resume)")
     g.add_argument("--export", metavar="PATH", help="write RUN_DIR's encoder as a HEAR checkpoint and exit")
     g.add_argument("--fp16", action="store_true", help="with --export: store the weights as fp16 (half the size)")
