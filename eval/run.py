@@ -17,6 +17,11 @@ TensorFlow (tensorflow-cpu here) does not. Without ``--gpu`` both runners get
 runner starts through the compat launcher, which skips that TensorFlow check
 for torch modules, and the predictions runner trains on GPU 0.
 
+Each task folder is checked first (eval/task_check.py): a missing or corrupt
+split file, a missing clip or audio at the wrong sample rate fails that task
+with the file named, and the other tasks still run. Killed at any moment
+(its runners die with it), a rerun finishes and scores as an uninterrupted run.
+
 Why subprocesses: each runner is heareval's own CLI, so a crash, a CUDA
 out-of-memory or a Ctrl-C loses at most one task, and what we run is exactly
 what other HEAR participants run.
@@ -36,6 +41,7 @@ sys.path.insert(0, str(EVAL_DIR))
 
 from hear_tasks import find_tasks, read_metadata, task_group  # noqa: E402
 from scores import collect, write_scores  # noqa: E402
+from task_check import check_task, describe  # noqa: E402
 
 DEFAULT_RESULTS = EVAL_DIR / "results"
 
@@ -76,14 +82,38 @@ def _env(gpu: bool) -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the driver dies (Linux), so a killed
+    driver leaves no heareval runner writing into a task that a rerun redoes."""
+    try:
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
 def _run_logged(cmd: list[str], log: Path, env: dict[str, str], cwd: Path) -> tuple[int, float]:
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     with log.open("a") as fh:
         fh.write(f"\n$ {' '.join(cmd)}\n")
         fh.flush()
-        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd).returncode
+        preexec = _die_with_parent if sys.platform.startswith("linux") else None
+        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd, preexec_fn=preexec).returncode
     return rc, time.monotonic() - start
+
+
+def _read_previous(scores_path: Path) -> dict:
+    if not scores_path.is_file():
+        return {}
+    try:
+        return json.loads(scores_path.read_text())
+    except ValueError:
+        print(f"warning: {scores_path} is unreadable; its scores are collected again", flush=True)
+        return {}
 
 
 def _embedding_dir(emb_root: Path, task: str) -> Path | None:
@@ -122,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
 
     env = _env(args.gpu)
     scores_path = out / "scores.json"
-    previous = json.loads(scores_path.read_text()) if scores_path.is_file() else {}
+    previous = _read_previous(scores_path)
     timing: dict[str, dict[str, float]] = previous.get("timing_s", {})
     failed: list[str] = []
     py, compat = sys.executable, str(EVAL_DIR / "heareval_compat.py")
@@ -130,10 +160,16 @@ def run(args: argparse.Namespace) -> int:
 
     for i, task_dir in enumerate(tasks, 1):
         name = task_dir.name
+        emb_dir = _embedding_dir(emb_root, name)
+        embedded = emb_dir is not None and (emb_dir / ".done.embeddings").exists()
+        problems = [] if embedded else check_task(task_dir)
+        if problems:
+            print(f"[{i}/{len(tasks)}] {name}: INVALID task folder, skipped: {describe(problems)}", flush=True)
+            failed.append(name)
+            continue
         prefix = f"[{i}/{len(tasks)}] {name} ({task_group(name, read_metadata(task_dir))})"
         t = timing.setdefault(name, {})
-        emb_dir = _embedding_dir(emb_root, name)
-        if emb_dir is None or not (emb_dir / ".done.embeddings").exists():
+        if not embedded:
             print(f"{prefix}: embeddings ...", flush=True)
             runner = [compat, "embeddings"] if args.gpu else ["-m", "heareval.embeddings.runner"]
             cmd = [py, *runner, args.module, "--tasks-dir", str(args.tasks_dir.resolve()), "--task", name,
@@ -149,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
         if (emb_dir / "prediction-done.json").exists() and (emb_dir / "test.predicted-scores.json").exists():
             print(f"{prefix}: done before, skipped", flush=True)
         else:
+            (emb_dir / "prediction-done.json").unlink(missing_ok=True)  # heareval would skip the task without scores
             print(f"{prefix}: embeddings ok ({t.get('embeddings', 0):.0f} s); predictions ...", flush=True)
             cmd = [py, compat, "predictions", str(emb_dir.resolve()), "--grid", args.grid,
                    "--grid-points", str(args.grid_points)]

@@ -7,9 +7,12 @@ an error that says what is wrong and how to get a good file.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import io
 import os
 import pickle
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,6 +28,61 @@ class CheckpointError(ValueError):
     """A file that is not a usable hear-abt checkpoint."""
 
 
+# Fault-injection hook for tests: when set to a number of seconds, every atomic
+# write pauses that long with half of its bytes in the temporary file, so a
+# test can SIGKILL the process inside the write.
+SLOW_WRITE_ENV = "HEAR_ABT_TEST_SLOW_WRITE"
+
+
+def _slow_save(obj: Any, f, pause: float) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getbuffer()
+    half = len(data) // 2
+    f.write(data[:half])
+    f.flush()
+    time.sleep(pause)
+    f.write(data[half:])
+
+
+def content_digest(obj: Any) -> str:
+    """A hash of a nested structure of tensors, containers and scalars (dtype,
+    shape and bytes of every tensor): stored inside a file when it is written
+    and recomputed when it is read, it detects bytes changed on disk that
+    torch.load would otherwise return as wrong numbers."""
+    h = hashlib.sha256()  # SHA-NI makes it the fastest of hashlib on current x86-64
+
+    def walk(o: Any) -> None:
+        if isinstance(o, torch.Tensor):
+            t = o.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
+        elif isinstance(o, Mapping):
+            h.update(f"D{len(o)}".encode())
+            for k in sorted(o, key=repr):
+                h.update(repr(k).encode())
+                walk(o[k])
+        elif isinstance(o, (list, tuple)):
+            h.update(f"L{len(o)}".encode())
+            for v in o:
+                walk(v)
+        else:
+            h.update(f"S{o!r}".encode())
+
+    walk(obj)
+    return h.hexdigest()
+
+
+def _os_error_in(e: BaseException | None) -> OSError | None:
+    """The OSError (e.g. ENOSPC) at the root of an exception chain, if any."""
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """Write to a temporary file beside `path`, fsync, then rename over it, so a
     kill at any moment leaves either the old file or the new one, never half."""
@@ -33,15 +91,27 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            pause = float(os.environ.get(SLOW_WRITE_ENV, "0") or 0)
+            if pause > 0:
+                _slow_save(obj, f, pause)
+            else:
+                torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        cause = _os_error_in(e)
+        if cause is not None and cause is not e:  # torch.save wraps ENOSPC in a RuntimeError
+            raise OSError(cause.errno, f"writing {path}: {cause.strerror or cause}") from e
         raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make the renames in `folder` durable (best effort: not every OS allows it)."""
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:

@@ -3,6 +3,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ import torch
 
 from hear_abt.frontend import LogMel, MelConfig
 from hear_abt.train import data as D
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_cache_skips_bad_files_and_reports_them(audio_corpus, mel_cache_root):
@@ -96,3 +99,105 @@ def test_train_from_a_cache_folder_alone(tiny_config, mel_cache_root, tmp_path):
     assert s["step"] == 1 and s["cache"] == folder
     with pytest.raises(SystemExit, match="built with"):
         loop.train(tiny_config(data=str(folder), steps=1, mel={**MelConfig().to_dict(), "f_max": 8000.0}, run_dir=str(tmp_path / "x")))
+
+
+# ---------------------------------------------------------------- damaged caches (issue 17)
+
+@pytest.fixture
+def cache_copy(mel_cache_root, tmp_path):
+    """A private copy of the built cache root, and its one cache folder."""
+    root = tmp_path / "cache"
+    import shutil
+
+    shutil.copytree(mel_cache_root, root)
+    (folder,) = [p for p in root.iterdir() if p.is_dir()]
+    return root, folder
+
+
+def _damage(folder, how: str) -> str:
+    if how == "short data file":
+        data = (folder / "mels.f16").read_bytes()
+        (folder / "mels.f16").write_bytes(data[: len(data) - 128])
+        return "mels.f16 holds"
+    if how == "key mismatch":
+        index = json.loads((folder / "index.json").read_text())
+        index["key"] = "0123456789abcdef"
+        (folder / "index.json").write_text(json.dumps(index))
+        return "has the key 0123456789abcdef"
+    if how == "corrupt index":
+        (folder / "index.json").write_text('{"cache_version": 1, "mel": ')
+        return "index.json is corrupt"
+    if how == "clip table":
+        np.save(folder / "clips.npy", np.load(folder / "clips.npy")[:-1])
+        return "clips.npy does not match"
+    raise ValueError(how)
+
+
+@pytest.mark.parametrize("how", ["short data file", "key mismatch", "corrupt index", "clip table"])
+def test_damaged_cache_is_rebuilt_or_refused_by_name(audio_corpus, cache_copy, how, caplog):
+    root, folder = cache_copy
+    files = D.list_audio(audio_corpus)
+    good = {n: (folder / n).read_bytes() for n in ("mels.f16", "clips.npy", "files.txt")}
+    expect = _damage(folder, how)
+    if how != "key mismatch":  # opening the folder itself (e.g. --data CACHE): a clear error naming the file
+        with pytest.raises(D.CacheError, match=expect):
+            D.MelCache.open(folder)
+    with pytest.raises(D.CacheError, match=expect):  # a DDP rank that may not build
+        D.open_or_build_cache(files, MelConfig(), root, build=False)
+    with caplog.at_level("WARNING"):
+        cache = D.open_or_build_cache(files, MelConfig(), root, workers=0)
+    assert expect in caplog.text and "rebuilding" in caplog.text
+    assert cache.folder == folder and len(cache) == len(files) - 3
+    assert (folder / "files.txt").read_bytes() == good["files.txt"] and (folder / "clips.npy").read_bytes() == good["clips.npy"]
+    assert (folder / "mels.f16").stat().st_size == len(good["mels.f16"])
+    assert sorted(p.name for p in root.iterdir()) == [folder.name]  # the damaged copy is gone
+
+
+def test_training_on_a_damaged_cache_folder_is_refused(tiny_config, cache_copy):
+    from hear_abt.train import loop
+
+    _, folder = cache_copy
+    _damage(folder, "short data file")
+    with pytest.raises(SystemExit, match=f"{folder / 'mels.f16'} holds .* its index says"):
+        loop.train(tiny_config(data=str(folder), steps=1))
+
+
+def test_kill_during_prepare_leaves_no_half_cache(audio_corpus, mel_cache_root, tmp_path):
+    """SIGKILL `--prepare` while it writes mels.f16: no cache folder appears
+    (the build lives in a .building-* folder until complete); the next run
+    removes the leftover and builds a cache equal to an uninterrupted build."""
+    import os
+    import signal
+    import time
+
+    root = tmp_path / "cache"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "hear_abt.train", "--prepare", "--data", str(audio_corpus), "--cache-dir", str(root),
+           "--set", "workers=0"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            parts = list(root.glob("*.building-*/mels.f16"))
+            if parts and parts[0].stat().st_size > 0:
+                break
+            time.sleep(0.005)
+        assert proc.poll() is None, "the build ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (half,) = list(root.iterdir())
+    assert ".building-" in half.name and not (half / "index.json").exists()
+    with pytest.raises(FileNotFoundError):  # nothing to train on yet
+        D.open_or_build_cache(D.list_audio(audio_corpus), MelConfig(), root, build=False)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (folder,) = list(root.iterdir())  # the leftover was removed
+    (ref,) = [p for p in mel_cache_root.iterdir() if p.is_dir()]
+    assert folder.name == ref.name
+    for name in ("clips.npy", "files.txt", "report.json"):
+        assert (folder / name).read_bytes() == (ref / name).read_bytes(), name
+    a, b = D.MelCache.open(folder), D.MelCache.open(ref)
+    assert np.allclose(np.asarray(a.frames, np.float32), np.asarray(b.frames, np.float32), atol=0.02)

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, help="global batch size (split across processes)")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--seed", type=int)
-    g.add_argument("--resume", action="store_true", help="continue from RUN_DIR/state.pt if it exists")
+    g.add_argument("--resume", action="store_true", help="continue from the newest valid state in RUN_DIR (state.pt, else state.prev.pt) if there is one")
     g.add_argument("--stop-at", type=int, metavar="STEP", help="save the state and exit after this step (time-limited jobs; continue with --resume)")
     g.add_argument("--export", metavar="PATH", help="write RUN_DIR's encoder as a HEAR checkpoint and exit")
     g.add_argument("--fp16", action="store_true", help="with --export: store the weights as fp16 (half the size)")
@@ -82,13 +82,13 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
     if args.fp16 and not args.export:
         raise SystemExit("--fp16 applies to --export only")
     if args.export:
-        path = loop.state_path(cfg.run_dir)
-        if not path.exists():
-            raise SystemExit(f"--export: no training state at {path}; pass the --run-dir of a run")
-        out = loop.export_encoder(loop.load_state(path), args.export, half=args.fp16)
+        found = loop.load_newest_state(cfg.run_dir)
+        if found is None:
+            raise SystemExit(f"--export: no training state at {loop.state_path(cfg.run_dir)}; pass the --run-dir of a run")
+        out = loop.export_encoder(found[0], args.export, half=args.fp16)
         print(f"wrote {out}")
         return None
-    if not cfg.data and not (args.resume and loop.state_path(cfg.run_dir).exists()):
+    if not cfg.data and not (args.resume and loop.has_state(cfg.run_dir)):
         raise SystemExit("--data is required: an audio folder or a CSV manifest")
     if args.prepare:
         from . import distributed as D

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -145,12 +146,39 @@ def _one_thread(_: int) -> None:
     torch.set_num_threads(1)  # decoding processes must not each claim every core
 
 
+class CacheError(ValueError):
+    """A log-mel cache folder that is incomplete or inconsistent."""
+
+
+def _building_name(folder: Path) -> str:
+    return f"{folder.name}.building-{socket.gethostname()}-{os.getpid()}"
+
+
+def _remove_stale_builds(folder: Path) -> None:
+    """Delete the half-built copies of `folder` that killed processes on this
+    host left behind (a build still running here, or on another host of a
+    shared disk, is left alone)."""
+    host = socket.gethostname()
+    for p in folder.parent.glob(f"{folder.name}.building-*"):
+        h, _, pid = p.name.rpartition(".building-")[2].rpartition("-")
+        if h != host or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            log.info("removing %s, left by an interrupted cache build", p)
+            shutil.rmtree(p, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
 def build_cache(files: Sequence[str], mel: MelConfig, folder: Path, workers: int = 2) -> None:
     """Decode every file into `folder` (written beside it, renamed into place
     when complete, so an interrupted build leaves nothing half-made)."""
     from tqdm import tqdm
 
-    tmp = folder.with_name(folder.name + f".building-{os.getpid()}")
+    _remove_stale_builds(folder)
+    tmp = folder.with_name(_building_name(folder))
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     clips: list[tuple[int, int]] = []
@@ -189,6 +217,7 @@ def build_cache(files: Sequence[str], mel: MelConfig, folder: Path, workers: int
     (tmp / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     index = {
         "cache_version": CACHE_VERSION,
+        "key": folder.name,
         "mel": mel.to_dict(),
         "n_clips": len(kept),
         "total_frames": offset,
@@ -217,12 +246,36 @@ class MelCache:
 
     @classmethod
     def open(cls, folder: str | Path) -> "MelCache":
+        """Open a built cache after checking that its files agree with each
+        other (sizes, clip table, key); CacheError names the file that does not."""
         folder = Path(folder)
-        index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
-        mel = MelConfig.from_dict(index["mel"])
-        clips = np.load(folder / "clips.npy")
-        frames = np.memmap(folder / "mels.f16", dtype=np.float16, mode="r", shape=(max(1, index["total_frames"]), mel.n_mels))
-        return cls(folder, mel, clips, frames, tuple(index["norm_stats"]), index)
+        path = folder / "index.json"
+        try:
+            index = json.loads(path.read_text(encoding="utf-8"))
+            mel = MelConfig.from_dict(index["mel"])
+            n_clips, total, ns = int(index["n_clips"]), int(index["total_frames"]), index["norm_stats"]
+            mean, std = (float(v) for v in ns)
+        except FileNotFoundError:
+            raise CacheError(f"{path} is missing: {folder} is not a built log-mel cache") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise CacheError(f"{path} is corrupt: {type(e).__name__}: {e}") from None
+        path = folder / "clips.npy"
+        try:
+            clips = np.load(path)
+        except (OSError, ValueError, EOFError) as e:
+            raise CacheError(f"{path} is corrupt: {type(e).__name__}: {e}") from None
+        if clips.shape != (n_clips, 2) or (n_clips and (clips[0, 0] != 0 or (np.cumsum(clips[:, 1])[:-1] != clips[1:, 0]).any()
+                                                        or int(clips[:, 1].sum()) != total or (clips[:, 1] <= 0).any())):
+            raise CacheError(f"{path} does not match {folder / 'index.json'} ({n_clips} clips, {total} frames): "
+                             f"a table of shape {clips.shape}")
+        path = folder / "mels.f16"
+        want = total * mel.n_mels * 2
+        have = path.stat().st_size if path.is_file() else None
+        if have != want:
+            raise CacheError(f"{path} holds {have} bytes, its index says {want} ({total} frames x {mel.n_mels} mels, fp16): "
+                             "the cache is incomplete or damaged")
+        frames = np.memmap(path, dtype=np.float16, mode="r", shape=(max(1, total), mel.n_mels)) if total else np.zeros((0, mel.n_mels), np.float16)
+        return cls(folder, mel, clips, frames, (mean, std), index)
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -250,6 +303,18 @@ class MelCache:
 def open_or_build_cache(files: Sequence[str], mel: MelConfig, root: str | Path, workers: int = 2, build: bool = True) -> MelCache:
     """The cache for these files and this MelConfig, built when missing."""
     folder = Path(root).expanduser() / cache_key(files, mel)
+    if folder.exists():
+        try:
+            cache = MelCache.open(folder)
+            if cache.index.get("key", folder.name) != folder.name:
+                raise CacheError(f"{folder / 'index.json'} has the key {cache.index['key']}, not its folder's {folder.name}")
+        except CacheError as e:
+            if not build:
+                raise
+            log.warning("%s; rebuilding the cache", e)
+            aside = folder.with_name(f"{folder.name}.invalid-{socket.gethostname()}-{os.getpid()}")
+            os.replace(folder, aside)
+            shutil.rmtree(aside, ignore_errors=True)
     if not (folder / "index.json").is_file():
         if not build:
             raise FileNotFoundError(folder)

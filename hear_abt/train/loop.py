@@ -19,7 +19,11 @@ import csv
 import json
 import logging
 import math
+import os
+import sys
 import time
+import uuid
+import zipfile
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -27,13 +31,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import atomic_torch_save, make_checkpoint, save_checkpoint
+from ..checkpoint import atomic_torch_save, content_digest, fsync_dir, make_checkpoint, save_checkpoint
 from ..encoders import build_encoder
 from . import distributed as D
 from .augment import ABTAugment, MixupBank, RandomLinearFader, RandomResizeCrop, slice_params
 from .barlow import BarlowTwinsLoss, BarlowTwinsModel
 from .config import TrainConfig
-from .data import default_cache_root, derive_seed, generator_for, global_batch, list_audio, open_or_build_cache, MelCache
+from .data import CacheError, default_cache_root, derive_seed, generator_for, global_batch, list_audio, open_or_build_cache, MelCache
 from .optim import build_optimizer, lr_factor, set_lr
 
 log = logging.getLogger(__name__)
@@ -49,17 +53,120 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+class StateError(ValueError):
+    """A training-state file that cannot be trusted (truncated, corrupt, another run's)."""
+
+
+STATE_NAMES = ("state.pt", "state.prev.pt")  # the newest state, and the one before it
+RUN_ID_NAME = "run_id"
+
+
 def state_path(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "state.pt"
+    """The newest training state of a run (the one before it is state.prev.pt)."""
+    return Path(run_dir) / STATE_NAMES[0]
 
 
-def load_state(path: str | Path) -> dict[str, Any]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+def state_paths(run_dir: str | Path) -> list[Path]:
+    """Every state file a run keeps, newest first."""
+    return [Path(run_dir) / n for n in STATE_NAMES]
+
+
+def has_state(run_dir: str | Path) -> bool:
+    return any(p.exists() for p in state_paths(run_dir))
+
+
+def read_run_id(run_dir: str | Path) -> str | None:
+    p = Path(run_dir) / RUN_ID_NAME
+    return p.read_text(encoding="utf-8").strip() or None if p.is_file() else None
+
+
+def load_state(path: str | Path, run_id: str | None = None) -> dict[str, Any]:
+    """Read and check one state file; StateError (naming the file) when it is
+    cut short, has bytes changed on disk, or belongs to another run."""
+    path = Path(path)
+    if not path.is_file():
+        raise StateError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise StateError(f"{path} is truncated or corrupt (not a complete torch.save archive, {path.stat().st_size} bytes)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to read means a bad file
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+        raise StateError(f"{path} is corrupt and cannot be read: {type(e).__name__}: {msg[:300]}") from None
     if not (isinstance(state, dict) and state.get("format") == STATE_FORMAT):
-        raise SystemExit(f"{path} is not a hear-abt training state")
+        raise StateError(f"{path} is not a hear-abt training state")
     if state.get("version") != STATE_VERSION:
-        raise SystemExit(f"{path}: training-state version {state.get('version')} (this hear-abt reads {STATE_VERSION})")
+        raise StateError(f"{path}: training-state version {state.get('version')} (this hear-abt reads {STATE_VERSION})")
+    digest = state.pop("digest", None)
+    if digest is not None and content_digest(state) != digest:
+        raise StateError(f"{path} is corrupt: its contents do not match the digest stored when it was written "
+                         "(bytes changed on disk)")
+    if run_id is not None and state.get("run_id") not in (None, run_id):
+        raise StateError(f"{path} belongs to another run (run id {state.get('run_id')}; "
+                         f"this run folder's {RUN_ID_NAME} file says {run_id})")
     return state
+
+
+def load_newest_state(run_dir: str | Path, quarantine: bool = False) -> tuple[dict[str, Any], Path] | None:
+    """The newest state of the run that validates, and its path; None when the
+    run has no state file at all. Files that fail are named in a warning and,
+    with quarantine=True, renamed to `<name>.bad-<time>` so that the next save
+    cannot rotate them over the good one. When every state file fails it
+    stops with their errors: never a silent restart from step 0."""
+    run_id = read_run_id(run_dir)
+    bad: list[tuple[Path, str]] = []
+    found = None
+    for p in state_paths(run_dir):
+        if not p.exists():
+            continue
+        try:
+            found = (load_state(p, run_id), p)
+            break
+        except StateError as e:
+            bad.append((p, str(e)))
+    if found is None and not bad:
+        return None
+    if found is None:
+        raise SystemExit("no usable training state in {}:\n  {}\nMove these files away to start the run again from "
+                         "step 0, or resume another copy.".format(run_dir, "\n  ".join(m for _, m in bad)))
+    for p, msg in bad:
+        aside = p.with_name(f"{p.name}.bad-{time.strftime('%Y%m%dT%H%M%S')}") if quarantine else None
+        if aside is not None:
+            os.replace(p, aside)
+        warning = f"{msg}; resuming from {found[1]} (step {found[0]['step']}) instead" + (f"; moved the bad file to {aside}" if aside else "")
+        log.warning(warning)
+        print(f"WARNING: {warning}", file=sys.stderr, flush=True)
+    return found
+
+
+def write_state(state: dict[str, Any], run_dir: str | Path) -> Path:
+    """Save a training state, keeping the previous one: the new state is written
+    completely (temporary file, fsync), then state.pt becomes state.prev.pt (a
+    hard link, so state.pt never goes missing) and the new file is renamed to
+    state.pt. A kill or a full disk at any moment leaves the earlier states
+    intact, and the digest inside lets a reader detect later corruption."""
+    cur, prev = state_paths(run_dir)
+    state = {**state, "digest": content_digest(state)}
+    tmp = cur.with_name(".state.pt.new")
+    atomic_torch_save(state, tmp)
+    if cur.exists():
+        link_tmp = prev.with_name(".state.prev.pt.link")
+        link_tmp.unlink(missing_ok=True)
+        try:
+            os.link(cur, link_tmp)
+            os.replace(link_tmp, prev)
+        except OSError:  # no hard links on this filesystem: a brief moment without state.pt
+            os.replace(cur, prev)
+    os.replace(tmp, cur)
+    fsync_dir(cur.parent)
+    return cur
+
+
+def _clean_leftovers(run_dir: Path) -> None:
+    """Remove temporary files an earlier killed process left behind."""
+    for pattern in ("..state.pt.new.*.tmp", ".state.pt.new", ".state.prev.pt.link", ".encoder.pt.*.tmp", ".log.csv.tmp", ".config.json.tmp"):
+        for p in run_dir.glob(pattern):
+            p.unlink(missing_ok=True)
 
 
 def resolve_resume_config(saved: dict, given: TrainConfig, given_keys: set[str]) -> TrainConfig:
@@ -74,6 +181,12 @@ def resolve_resume_config(saved: dict, given: TrainConfig, given_keys: set[str])
             f"(start a new --run-dir instead). Changeable on resume: {sorted(RESUMABLE_OVERRIDES)}"
         )
     return cfg.replace({k: v for k, v in changes.items() if k in RESUMABLE_OVERRIDES})
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def total_steps(cfg: TrainConfig, n_clips: int) -> int:
@@ -106,19 +219,25 @@ def _amp_context(cfg: TrainConfig, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16) if use else nullcontext()
 
 
+def _complete_row(r: dict) -> bool:
+    return all(r.get(k) not in (None, "") for k in ("step", "loss")) and r["step"].isdigit() and r.get("wall_s") not in (None, "")
+
+
 class _Logger:
     """CSV (+ TensorBoard when installed) on the main process; PNG plots."""
 
     def __init__(self, run_dir: Path, start_step: int):
         self.run_dir, self.path = run_dir, run_dir / "log.csv"
         rows = []
-        if self.path.exists():  # drop rows logged after the state we resume from
+        if self.path.exists():  # drop rows logged after the state we resume from, and any cut short by a kill
             with self.path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
-        with self.path.open("w", newline="") as f:
+                rows = [r for r in csv.DictReader(f) if _complete_row(r) and int(r["step"]) <= start_step]
+        tmp = run_dir / ".log.csv.tmp"
+        with tmp.open("w", newline="") as f:
             w = csv.DictWriter(f, LOG_FIELDS)
             w.writeheader()
-            w.writerows(rows)
+            w.writerows({k: r[k] for k in LOG_FIELDS} for r in rows)
+        os.replace(tmp, self.path)
         self.history = [(int(r["step"]), float(r["loss"])) for r in rows]
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -172,7 +291,10 @@ def open_cache(cfg: TrainConfig, ctx: D.DistContext) -> MelCache:
     missing while the others wait. `data` may also be a built cache folder
     (one holding index.json), e.g. copied to a machine without the audio."""
     if (Path(cfg.data) / "index.json").is_file():
-        cache = MelCache.open(cfg.data)
+        try:
+            cache = MelCache.open(cfg.data)
+        except CacheError as e:
+            raise SystemExit(f"--data {cfg.data}: {e}") from None
         if cache.mel != cfg.mel_config:
             raise SystemExit(f"{cfg.data} was built with {cache.mel}, the config asks for {cfg.mel_config}")
         return cache
@@ -195,10 +317,15 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
     ctx = D.setup(cfg.device)
     run_dir = Path(cfg.run_dir)
     state = None
-    if state_path(run_dir).exists():
+    if has_state(run_dir):
         if not resume:
             raise SystemExit(f"{run_dir} already holds a training state: pass --resume to continue it, or pick a new --run-dir")
-        state = load_state(state_path(run_dir))
+        # The main process sets aside the files that fail; the others read after it.
+        found = load_newest_state(run_dir, quarantine=True) if ctx.is_main else None
+        D.barrier(ctx)
+        if not ctx.is_main:
+            found = load_newest_state(run_dir)
+        state = found[0]
         cfg = resolve_resume_config(state["config"], cfg, given_keys or set())
     elif resume:
         log.info("--resume: no state in %s yet, starting from step 0", run_dir)
@@ -246,26 +373,41 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
     model.train()
 
     logger = None
+    run_id = state.get("run_id") if state is not None else None
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1), encoding="utf-8")
+        _clean_leftovers(run_dir)
+        run_id = run_id or read_run_id(run_dir) or uuid.uuid4().hex
+        if read_run_id(run_dir) != run_id:
+            _atomic_text(run_dir / RUN_ID_NAME, run_id + "\n")
+        _atomic_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
         logger = _Logger(run_dir, step)
         log.info("run %s: %d clips, %d steps (%d per epoch, warm-up %d), %d process(es) x %d, device %s",
                  run_dir, len(cache), n_steps, per_epoch, warmup, ctx.world_size, local_b, device)
 
+    saved_step = step if state is not None else None
+
     def save_state() -> None:
-        if not ctx.is_main:
+        nonlocal saved_step
+        if not ctx.is_main or step == saved_step:  # already on disk (e.g. resumed to export)
             return
-        atomic_torch_save(
-            {
-                "format": STATE_FORMAT, "version": STATE_VERSION, "step": step, "config": cfg.to_dict(),
-                "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                "optimizer": opt.state_dict(), "mixup": aug.mixup.state(),
-                "bad_steps_total": bad_total, "bad_steps_run": bad_run,
-                "norm_stats": [mean, std], "n_clips": len(cache), "cache": str(cache.folder),
-            },
-            state_path(run_dir),
-        )
+        try:
+            write_state(
+                {
+                    "format": STATE_FORMAT, "version": STATE_VERSION, "step": step, "config": cfg.to_dict(),
+                    "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                    "optimizer": opt.state_dict(), "mixup": aug.mixup.state(),
+                    "bad_steps_total": bad_total, "bad_steps_run": bad_run,
+                    "norm_stats": [mean, std], "n_clips": len(cache), "cache": str(cache.folder), "run_id": run_id,
+                },
+                run_dir,
+            )
+        except OSError as e:
+            kept = [str(p) for p in state_paths(run_dir) if p.exists()]
+            raise SystemExit(f"could not write the training state of step {step} in {run_dir}: {e}. "
+                             f"The earlier states are intact ({', '.join(kept) or 'none saved yet'}); "
+                             "free some space and continue with --resume.") from None
+        saved_step = step
 
     from tqdm import tqdm
 
@@ -330,7 +472,7 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
                 save_state()
         save_state()
         if ctx.is_main and step == n_steps:
-            exported = export_encoder(load_state(state_path(run_dir)), run_dir / "encoder.pt")
+            exported = export_encoder(load_state(state_path(run_dir), run_id), run_dir / "encoder.pt")
             log.info("exported the encoder to %s", exported)
     finally:
         bar.close()
