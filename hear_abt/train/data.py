@@ -216,7 +216,7 @@ class MelCache:
     index: dict
 
     @classmethod
-    def open(cls, folder: str | Path) -> "MelCache":
+    def open(cls, folder: str | Path) -> MelCache:
         folder = Path(folder)
         index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
         mel = MelConfig.from_dict(index["mel"])
