@@ -1,14 +1,32 @@
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
+HERE = Path(__file__).resolve().parent
+# One place for the version: hear_abt/__init__.py (read, not imported: importing needs torch).
+VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "hear_abt" / "__init__.py").read_text(), re.M).group(1)
+README = HERE / "README.md"
+
 setup(
     name="hear-abt",
-    version="0.1.0",
+    version=VERSION,
     description="Audio Barlow Twins (arXiv 2209.14345) packaged for the HEAR 2021 benchmark",
-    long_description=Path("README.md").read_text(encoding="utf-8") if Path("README.md").exists() else "",
+    long_description=README.read_text(encoding="utf-8") if README.exists() else "",
     long_description_content_type="text/markdown",
-    python_requires=">=3.9",
+    license="MIT",
+    license_files=["LICENSE"],
+    classifiers=[
+        "License :: OSI Approved :: MIT License",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",  # the only version CI runs
+        "Operating System :: POSIX :: Linux",
+        "Intended Audience :: Science/Research",
+        "Topic :: Multimedia :: Sound/Audio :: Analysis",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+    # 3.11 is what install.sh and CI test; older versions are not tried.
+    python_requires=">=3.11",
     packages=find_packages(include=["hear_abt", "hear_abt.*"]) + ["hear_abt.checkpoints"],
     # The top-level checkpoints/ folder ships inside the wheel as hear_abt/checkpoints/.
     package_dir={"hear_abt.checkpoints": "checkpoints"},

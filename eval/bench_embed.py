@@ -79,7 +79,7 @@ def timed(fn, repeat: int) -> float:
 
 def peak_rss_child(model_path: str, device: str) -> float:
     """Peak RSS (MB) of a fresh process that embeds 4 x 120 s clips (timestamps + scene)."""
-    code = (
+    code = (  # noqa: UP031 (%r writes the Python literals of the generated code)
         "import resource, sys, torch, hear_abt; sys.path.insert(0, %r); from bench_embed import clip;"
         "m = hear_abt.load_model(%r).to(%r); x = clip(120, 4, %r);"
         "hear_abt.get_timestamp_embeddings(x, m); hear_abt.get_scene_embeddings(x, m);"
@@ -112,8 +112,8 @@ def main() -> None:
     fig: dict[str, float] = {}
     for seconds in (10, 120):
         x = clip(seconds, 1, args.device)
-        t_ts = timed(lambda: hear_abt.get_timestamp_embeddings(x, model), args.repeat)
-        t_sc = timed(lambda: hear_abt.get_scene_embeddings(x, model), args.repeat)
+        t_ts = timed(lambda: hear_abt.get_timestamp_embeddings(x, model), args.repeat)  # noqa: B023 (called at once)
+        t_sc = timed(lambda: hear_abt.get_scene_embeddings(x, model), args.repeat)  # noqa: B023 (called at once)
         fig[f"rtf_timestamp_{seconds}s"] = seconds / t_ts
         fig[f"rtf_scene_{seconds}s"] = seconds / t_sc
         print(f"{seconds:>4} s clip: timestamp embeddings {seconds / t_ts:8.1f}x real time, "

@@ -27,7 +27,7 @@ from pathlib import Path
 EVAL_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(EVAL_DIR))
 
-from hear_tasks import GROUPS, BY_FOLDER  # noqa: E402
+from hear_tasks import BY_FOLDER, GROUPS  # noqa: E402
 
 PAPER_FILE = EVAL_DIR / "paper_scores.json"
 GROUP_ORDER = (*GROUPS, "other")

@@ -27,9 +27,10 @@ EVAL_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(EVAL_DIR.parent))
 sys.path.insert(0, str(EVAL_DIR))
 
+from leaderboard import mean_gain, mean_gap_closed  # noqa: E402
+
 from eval.minihear.baseline import score_scene  # noqa: E402
 from eval.minihear.registry import TASKS  # noqa: E402
-from leaderboard import mean_gain, mean_gap_closed  # noqa: E402
 
 TASK_BY_FOLDER = {t.folder: t for t in TASKS.values()}
 

@@ -144,7 +144,7 @@ def make_checkpoint(
         v = v.detach().cpu()
         sd[k] = v.half() if half and v.is_floating_point() else v.clone()
     prov = {
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "hear_abt_version": __version__,
         "torch_version": str(torch.__version__),
     }

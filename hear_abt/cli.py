@@ -117,33 +117,64 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hear-abt", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true", help="log resampling, down-mixing and skips")
-    sub = p.add_subparsers(dest="command", required=True)
+    from . import __version__
+    from .encoders import ENCODERS
 
-    pi = sub.add_parser("init", help="write a random-weights checkpoint (the %%RAND reference)")
-    pi.add_argument("--encoder", default="audiontt")
-    pi.add_argument("-o", "--output", required=True)
-    pi.add_argument("--seed", type=int, default=0)
+    p = argparse.ArgumentParser(
+        prog="hear-abt",
+        description=__doc__,
+        epilog="`hear-abt COMMAND --help` explains each command. Training: python -m hear_abt.train --help.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log resampling, down-mixing and skips")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    pi = sub.add_parser(
+        "init",
+        help="write a random-weights checkpoint (the %%RAND reference)",
+        description="Write a checkpoint of an untrained encoder: the reference that %RAND (relative gain over "
+        "random weights) compares a trained checkpoint against. Normalisation stats come from --norm-stats, "
+        "--stats-from, or else the bundled example clip.",
+    )
+    pi.add_argument(
+        "--encoder", default="audiontt", choices=sorted(ENCODERS), metavar="NAME",
+        help=f"encoder architecture, one of: {', '.join(sorted(ENCODERS))} (default: %(default)s)",
+    )
+    pi.add_argument("-o", "--output", required=True, metavar="FILE.pt", help="where to write the checkpoint")
+    pi.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: %(default)s)")
     g = pi.add_mutually_exclusive_group()
-    g.add_argument("--norm-stats", type=float, nargs=2, metavar=("MEAN", "STD"))
     g.add_argument(
-        "--stats-from",
+        "--norm-stats", type=float, nargs=2, metavar=("MEAN", "STD"),
+        help="log-mel normalisation mean and std to store, given directly",
+    )
+    g.add_argument(
+        "--stats-from", metavar="PATH",
         help="a checkpoint to copy normalisation stats from (exact %%RAND reference), or audio "
         "files/folder to measure them on (default: the bundled example clip)",
     )
     pi.set_defaults(func=cmd_init)
 
-    pn = sub.add_parser("info", help="print what a checkpoint is")
-    pn.add_argument("checkpoint", nargs="?", default="", help="default: the bundled checkpoint")
+    pn = sub.add_parser(
+        "info", help="print what a checkpoint is",
+        description="Print a checkpoint's encoder, mel config, normalisation stats, step and provenance as JSON.",
+    )
+    pn.add_argument("checkpoint", nargs="?", default="", help="checkpoint file (default: the bundled one)")
     pn.set_defaults(func=cmd_info)
 
-    pe = sub.add_parser("embed", help="embed audio files (any sample rate/channels) to .npy")
-    pe.add_argument("files", nargs="+", help="audio files or folders")
-    pe.add_argument("-o", "--output", required=True, help="output folder")
-    pe.add_argument("--model", help="checkpoint (default: the bundled one)")
-    pe.add_argument("--timestamps", action="store_true", help="also write timestamp embeddings")
-    pe.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    pe = sub.add_parser(
+        "embed", help="embed audio files (any sample rate/channels) to .npy",
+        description="Embed audio files with a checkpoint: each file is down-mixed and resampled to 16 kHz, and "
+        "OUTPUT/<name>.scene.npy is written (with --timestamps also <name>.timestamps.npy and <name>.times_ms.npy). "
+        "Unreadable files are reported and skipped (exit status 1).",
+    )
+    pe.add_argument("files", nargs="+", metavar="FILE_OR_DIR", help="audio files, or folders searched recursively")
+    pe.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (created if missing)")
+    pe.add_argument("--model", metavar="FILE.pt", help="checkpoint (default: the bundled one)")
+    pe.add_argument("--timestamps", action="store_true", help="also write timestamp embeddings and their times (ms)")
+    pe.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device to embed on, e.g. cpu, cuda, cuda:1 (default: %(default)s)",
+    )
     pe.set_defaults(func=cmd_embed)
     return p
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .frontend import LogMel
 
+
 def logmel_range(frontend: LogMel, wav: torch.Tensor, m0: int, m1: int) -> torch.Tensor:
     """Log-mel frames [m0, m1) of [B, samples] audio, identical to slicing the
     log-mel of the whole clip (centred STFT, zero padding outside the clip)."""

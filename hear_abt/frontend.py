@@ -37,7 +37,7 @@ class MelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "MelConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> MelConfig:
         reject_unknown(cls, d, "MelConfig keys")
         return cls(**d)
 

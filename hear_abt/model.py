@@ -45,7 +45,7 @@ class EmbeddingOptions:
             raise ValueError(f"chunk_seconds must be >= 1, got {self.chunk_seconds!r}")
 
     @classmethod
-    def from_kwargs(cls, kwargs: Mapping[str, Any]) -> "EmbeddingOptions":
+    def from_kwargs(cls, kwargs: Mapping[str, Any]) -> EmbeddingOptions:
         reject_unknown(cls, kwargs, "load_model option(s)", TypeError)
         return cls(**kwargs)
 

@@ -71,7 +71,7 @@ def make_event_task(root: Path, clips_per_split: tuple[int, int, int] = (8, 4, 4
         for k in range(n):
             name = f"{split}_{k}.wav"
             events = []
-            for j, (label, freq) in enumerate(labels.items()):
+            for j, label in enumerate(labels):
                 start = float(rng.uniform(0.1, 0.9)) + 1.5 * j
                 events.append({"label": label, "start": 1000 * start, "end": 1000 * (start + 0.5)})
 

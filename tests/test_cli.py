@@ -38,8 +38,8 @@ def test_init_copies_stats_from_a_checkpoint(rand_ckpt, tmp_path):
 
 def test_embed_resamples_downmixes_and_skips_corrupt(rand_ckpt, example_wav, tmp_path, caplog):
     stereo = np.stack([example_wav.numpy(), 0.5 * example_wav.numpy()], axis=1)
-    import torchaudio.functional as AF
     import torch
+    import torchaudio.functional as AF
 
     sf.write(tmp_path / "stereo44k.wav", AF.resample(torch.from_numpy(stereo.T.copy()), 16000, 44100).T.numpy(), 44100)
     sf.write(tmp_path / "mono16k.flac", example_wav.numpy(), 16000)

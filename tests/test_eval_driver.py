@@ -28,7 +28,6 @@ import leaderboard  # noqa: E402
 import scores  # noqa: E402
 
 
-
 def _env() -> dict[str, str]:
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
     env["PYTHONPATH"] = os.pathsep.join([str(EVAL / "peers"), env.get("PYTHONPATH", "")])
@@ -66,9 +65,8 @@ def test_mini_tasks_are_grouped_by_what_they_mirror():
 
 def test_lightning_ignores_herevals_epoch_assignment_and_the_fix_restores_it():
     """The root cause of KeyError: 50, shown without training anything."""
-    import pytorch_lightning as pl
-
     import heareval_compat
+    import pytorch_lightning as pl
 
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
@@ -232,9 +230,8 @@ def test_linear_probe_reads_embeddings_in_label_order(minihear_small, tmp_path):
     """Embeddings that encode the label score near 1; the same files with the
     labels' codes shuffled across clips score near chance. A probe that paired
     embeddings with the wrong clips would fail the first assertion."""
-    import numpy as np
-
     import linear_probe
+    import numpy as np
 
     folder = "mini_speech_commands-v1.0-full"
     task_dir = minihear_small / folder

@@ -12,8 +12,8 @@ Run `python -m pytest -q -s tests/test_faults.py` to see where each kill landed.
 from __future__ import annotations
 
 import csv
-import json
 import errno
+import json
 import os
 import random
 import shutil
@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hear_abt.checkpoint import SLOW_WRITE_ENV, atomic_torch_save, content_digest
+from hear_abt.checkpoint import SLOW_WRITE_ENV, content_digest
 from hear_abt.train import loop
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,12 +116,13 @@ def test_sigkill_anywhere_then_resume_is_bitwise_exact(audio_corpus, mel_cache_r
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             if aim == "startup":
-                reached = _wait_for(lambda d=time.monotonic() + rng.uniform(0.5, 6.0): time.monotonic() > d, proc)
+                deadline = time.monotonic() + rng.uniform(0.5, 6.0)
+                reached = _wait_for(lambda: time.monotonic() > deadline, proc)  # noqa: B023 (called at once)
             elif aim == "step":
-                reached = _wait_for(lambda: log_rewritten(launched), proc)
+                reached = _wait_for(lambda: log_rewritten(launched), proc)  # noqa: B023 (called at once)
                 target = len(_log_rows(run_dir)) + 1 + rng.randint(0, 2)
                 target = min(steps - 1, target + (target % 2 == 0))  # odd: no state write follows (ckpt_every=2)
-                reached = reached and _wait_for(lambda: len(_log_rows(run_dir)) >= target, proc)
+                reached = reached and _wait_for(lambda: len(_log_rows(run_dir)) >= target, proc)  # noqa: B023
                 time.sleep(rng.uniform(0.0, 0.1))
             elif aim == "state write":
                 reached = _wait_for(lambda: bool(tmp_files("state")), proc)
@@ -425,7 +426,7 @@ def test_eval_killed_mid_embeddings_and_mid_predictions_scores_as_uninterrupted(
             if phase == "embeddings":  # heareval's runner has loaded the model and started on the task
                 ready = lambda: any(work.glob(f"embeddings/*/{SCENE}/task_metadata.json"))  # noqa: E731
             else:  # heareval's runner has started training (Lightning wrote its first files)
-                ready = lambda: "predictions ..." in log.read_text() and any(  # noqa: E731
+                ready = lambda: "predictions ..." in log.read_text() and any(  # noqa: E731, B023 (called at once)
                     p.name in ("hparams.yaml", "metrics.csv") or p.suffix == ".ckpt" for p in work.rglob("*"))
             assert _wait_for(ready, proc, timeout=600), log.read_text() + "\n".join(map(str, work.rglob("*")))
             time.sleep(random.Random(f"{SEED}{phase}").uniform(0.0, 0.1 if phase == "embeddings" else 1.0))

@@ -28,7 +28,7 @@ def test_suite_covers_hear_groups(minihear_small: Path) -> None:
     assert {m["embedding_type"] for m in mds} == {"scene", "event"}
     assert {m["prediction_type"] for m in mds} == {"multiclass", "multilabel"}
     assert any(m["split_mode"] == "new_split_kfold" and len(m["splits"]) == 5 for m in mds)
-    assert any("mAP" == m["evaluation"][0] for m in mds)
+    assert any(m["evaluation"][0] == "mAP" for m in mds)
 
 
 @pytest.mark.parametrize("i", range(8))
@@ -64,7 +64,7 @@ def test_task_folder_matches_heareval(minihear_small: Path, i: int) -> None:
         assert set(data) == wavs
         assert not seen & set(data), "file names must be unique across splits"
         seen |= set(data)
-        for name, target in data.items():
+        for target in data.values():
             if md["embedding_type"] == "scene":
                 assert isinstance(target, list) and target and set(target) <= vocab
             else:

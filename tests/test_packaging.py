@@ -34,9 +34,17 @@ def test_installed_wheel_loads_its_default_checkpoint(tmp_path):
             shutil.copy2(ROOT / f, src / f)
     assert (src / "checkpoints" / "default.pt").is_file(), "checkpoints/default.pt is not tracked"
     wheel = _build_wheel(src, tmp_path / "dist")
-    names = zipfile.ZipFile(wheel).namelist()
+    whl = zipfile.ZipFile(wheel)
+    names = whl.namelist()
     assert "hear_abt/checkpoints/default.pt" in names
     assert "hear_abt/examples/speech_and_bell.wav" in names
+    # The licence travels with the wheel and its metadata names it.
+    (licence,) = [n for n in names if ".dist-info/" in n and n.rsplit("/", 1)[-1] == "LICENSE"]
+    assert whl.read(licence) == (ROOT / "LICENSE").read_bytes()
+    (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    meta = whl.read(metadata).decode()
+    assert "License: MIT" in meta or "License-Expression: MIT" in meta
+    assert "Classifier: License :: OSI Approved :: MIT License" in meta and "Requires-Python: >=3.11" in meta
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)], check=True)
     code = (

@@ -7,6 +7,9 @@
 
 Values come from, in order: the paper's defaults (TrainConfig), --config
 FILE (YAML or JSON), the per-field flags below, then --set KEY=VALUE.
+The flags below are the common few; `--print-config` prints every key of
+the full config (with the values the options above would give), and any of
+them can be set with --set KEY=VALUE or in a --config file.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import os
 import sys
 from typing import Any, Sequence
 
+from ..encoders import ENCODERS
 from .config import TrainConfig, load_config_file, parse_overrides
 
 # flag -> config key, for the options people set most.
@@ -26,6 +30,7 @@ FLAGS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m hear_abt.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("config")
     g.add_argument("--config", help="YAML or JSON file of TrainConfig keys")
@@ -38,17 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prepare", action="store_true", help="build the log-mel cache and exit")
     g = p.add_argument_group("run")
     g.add_argument("--run-dir", help="logs, plots, state.pt and encoder.pt go here")
-    g.add_argument("--encoder", help="encoder name from hear_abt.encoders")
+    g.add_argument("--encoder", help=f"encoder name, one of: {', '.join(sorted(ENCODERS))} (default: {defaults.encoder})")
     g.add_argument("--steps", type=int, help="train this many steps (overrides --epochs)")
-    g.add_argument("--epochs", type=float)
+    g.add_argument("--epochs", type=float, help=f"train this many passes over the data (default: {defaults.epochs:g})")
     g.add_argument("--batch-size", type=int, help="global batch size (split across processes)")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=int, help="seed of the weights, clip order, crops and augmentations")
     g.add_argument("--resume", action="store_true", help="continue from the newest valid state in RUN_DIR (state.pt, else state.prev.pt) if there is one")
     g.add_argument("--stop-at", type=int, metavar="STEP", help="save the state and exit after this step (time-limited jobs; continue with --resume)")
     g.add_argument("--export", metavar="PATH", help="write RUN_DIR's encoder as a HEAR checkpoint and exit")
     g.add_argument("--fp16", action="store_true", help="with --export: store the weights as fp16 (half the size)")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     return p
 
 

@@ -96,11 +96,11 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         reject_unknown(cls, d, "config keys")
         return cls(**d)
 
-    def replace(self, overrides: Mapping[str, Any]) -> "TrainConfig":
+    def replace(self, overrides: Mapping[str, Any]) -> TrainConfig:
         d = self.to_dict()
         for key, value in overrides.items():
             head, _, rest = key.partition(".")

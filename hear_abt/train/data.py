@@ -245,7 +245,7 @@ class MelCache:
     index: dict
 
     @classmethod
-    def open(cls, folder: str | Path) -> "MelCache":
+    def open(cls, folder: str | Path) -> MelCache:
         """Open a built cache after checking that its files agree with each
         other (sizes, clip table, key); CacheError names the file that does not."""
         folder = Path(folder)

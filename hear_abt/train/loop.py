@@ -37,7 +37,16 @@ from . import distributed as D
 from .augment import ABTAugment, MixupBank, RandomLinearFader, RandomResizeCrop, slice_params
 from .barlow import BarlowTwinsLoss, BarlowTwinsModel
 from .config import TrainConfig
-from .data import CacheError, default_cache_root, derive_seed, generator_for, global_batch, list_audio, open_or_build_cache, MelCache
+from .data import (
+    CacheError,
+    MelCache,
+    default_cache_root,
+    derive_seed,
+    generator_for,
+    global_batch,
+    list_audio,
+    open_or_build_cache,
+)
 from .optim import build_optimizer, lr_factor, set_lr
 
 log = logging.getLogger(__name__)
