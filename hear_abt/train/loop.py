@@ -168,9 +168,9 @@ class _Logger:
             if self.probe_history:
                 ax = fig.add_subplot(1, 2, 2)
                 s = [h[0] for h in self.probe_history]
-                for c in self.probe_cols:
-                    ax.plot(s, [h[1][c] for h in self.probe_history], marker=".",
-                            lw=2.5 if c == "probe_mean" else 1, label=c[len("probe_"):])
+                for col in self.probe_cols:
+                    ax.plot(s, [h[1][col] for h in self.probe_history], marker=".",
+                            lw=2.5 if col == "probe_mean" else 1, label=col[len("probe_"):])
                 ax.set(xlabel="step", ylabel="probe accuracy (test)", title="online linear probe")
                 ax.grid(alpha=0.3)
                 ax.legend(fontsize=8)
