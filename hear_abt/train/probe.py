@@ -248,8 +248,8 @@ class OnlineProbe:
         finally:
             for m, was in modes:
                 m.training = was
-        out = {f"probe_{k}": v for k, v in scores.items()}
-        out["probe_s"] = time.perf_counter() - t0
+        out = {f"probe_{k}": round(v, 4) for k, v in scores.items()}
+        out["probe_s"] = round(time.perf_counter() - t0, 2)
         return out
 
 
