@@ -121,6 +121,11 @@ def test_online_probe_changes_nothing_and_resumes_exactly(tiny_config, tiny_task
             assert r["probe_tiny_scene"] == r["probe_s"] == ""
     assert [r["loss"] for r in _rows(plain.run_dir)] == [r["loss"] for r in rows[1:]]
     assert (tmp_path / "probed" / "plots" / "loss.png").is_file()
+    # The online probe is the standalone one on the exported encoder (same HEAR path, same norm stats).
+    import hear_abt
+
+    again = probe.probe_model(hear_abt.load_model(str(tmp_path / "probed" / "encoder.pt")), probe.load_tasks([tiny_tasks["scene"]]))
+    assert round(again["tiny_scene"], 4) == float(rows[-1]["probe_tiny_scene"])
 
 
 def test_probe_config_parsing(tmp_path):
