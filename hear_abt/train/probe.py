@@ -23,6 +23,7 @@ without). Each task's audio is decoded once per run and kept in memory.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import sys
@@ -88,8 +89,8 @@ def load_task(folder: str | Path) -> ProbeTask:
         raise ProbeSkip(f"{name}: {meta.get('embedding_type')} task (the probe scores scene tasks only)")
     if meta.get("prediction_type") != "multiclass":
         raise ProbeSkip(f"{name}: {meta.get('prediction_type')} task (the probe scores multiclass tasks only)")
-    vocab = (folder / "labelvocabulary.csv").read_text(encoding="utf-8").splitlines()[1:]
-    labels = [row.split(",", 1)[1] for row in vocab if row.strip()]
+    with (folder / "labelvocabulary.csv").open(newline="", encoding="utf-8") as f:
+        labels = [row["label"] for row in csv.DictReader(f)]
     split_mode = str(meta.get("split_mode", "trainvaltest"))
     names = [s["name"] if isinstance(s, dict) else str(s) for s in meta.get("splits") or []]
     if not names:  # no list in the metadata: every <split>.json beside it
