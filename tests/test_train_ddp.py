@@ -25,7 +25,12 @@ RTOL, ATOL = 1e-5, 1e-6  # losses and weights after 3 LARS steps
 def test_two_processes_match_one(tiny_config, tmp_path):
     kw = dict(batch_size=8, steps=3, encoder_kwargs={"dropout": 0.0}, ckpt_every=0)
     one = tiny_config(run_dir=str(tmp_path / "one"), **kw)
-    loop.train(one)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same thread count as each torchrun process (OMP_NUM_THREADS=1 below)
+    try:
+        loop.train(one)
+    finally:
+        torch.set_num_threads(threads)
     two = tiny_config(run_dir=str(tmp_path / "two"), **kw)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -17,7 +17,8 @@ def test_split_and_groups_follow_the_paper():
     assert (g_w["lr"], g_w["weight_decay"], g_w["lars"]) == (0.4, 1e-5, True)
     assert (g_b["lr"], g_b["weight_decay"], g_b["lars"]) == (0.0048, 0.0, False)
     assert isinstance(build_optimizer(m, TrainConfig(optimizer="adamw")), torch.optim.AdamW)
-    assert TrainConfig(encoder="vit_base").resolved_optimizer == "adamw"
+    assert TrainConfig(encoder="vitc_base").resolved_optimizer == "adamw"
+    assert TrainConfig(encoder="resnet18").resolved_optimizer == "lars"
 
 
 def test_lars_trust_ratio_only_on_adapted_group():

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..encoders import ENCODERS
 from ..fields import reject_unknown
 from ..frontend import MelConfig
 
@@ -69,8 +70,20 @@ class TrainConfig:
     ckpt_every: int = 1000
     max_bad_steps: int = 10  # stop after this many non-finite losses in a row
 
+    # --- online quality probe (hear_abt/train/probe.py; docs/training_probe.md)
+    probe_tasks: list = field(default_factory=list)  # HEAR-format task folders; [] = no probe
+    probe_every: int = 0  # probe every N steps (and at step 0 and the end); 0 = at step 0 and the end only
+
     def __post_init__(self) -> None:
         MelConfig.from_dict(self.mel)  # validates keys
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {self.encoder!r}; registered encoders: {', '.join(sorted(ENCODERS))}")
+        if isinstance(self.probe_tasks, str):  # --set probe_tasks=DIR1,DIR2
+            self.probe_tasks = [t for t in self.probe_tasks.split(",") if t]
+        if not all(isinstance(t, str) and t for t in self.probe_tasks):
+            raise ValueError(f"probe_tasks must be a list of task folders, got {self.probe_tasks!r}")
+        if self.probe_every < 0:
+            raise ValueError(f"probe_every must be >= 0, got {self.probe_every}")
         if self.batch_size < 2:
             raise ValueError("batch_size must be >= 2 (Barlow Twins normalises over the batch)")
         if self.optimizer not in ("auto", "lars", "adamw"):
@@ -129,6 +142,8 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
             raise ValueError(f"{name} takes a number, got {value!r}") from None
     if isinstance(current, str) and not isinstance(value, str):
         return str(value)
+    if isinstance(current, list) and isinstance(value, str) and name == "probe_tasks":
+        return value  # a comma-separated list of folders; TrainConfig splits it
     if current is not None and not isinstance(value, type(current)):
         raise ValueError(f"{name} takes a {type(current).__name__}, got {value!r}")
     return value

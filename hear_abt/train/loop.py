@@ -55,7 +55,8 @@ STATE_FORMAT = "hear-abt-train-state"
 STATE_VERSION = 1
 LOG_FIELDS = ["step", "loss", "invariance", "redundancy", "lr_factor", "samples_per_s", "bad_steps", "wall_s"]
 # Keys that may differ when resuming (they do not change what is computed).
-RESUMABLE_OVERRIDES = {"steps", "epochs", "device", "log_every", "plot_every", "ckpt_every", "max_bad_steps", "workers", "run_dir", "data", "cache_dir"}
+RESUMABLE_OVERRIDES = {"steps", "epochs", "device", "log_every", "plot_every", "ckpt_every", "max_bad_steps", "workers", "run_dir", "data", "cache_dir",
+                       "probe_tasks", "probe_every"}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -229,25 +230,37 @@ def _amp_context(cfg: TrainConfig, device: torch.device):
 
 
 def _complete_row(r: dict) -> bool:
-    return all(r.get(k) not in (None, "") for k in ("step", "loss")) and r["step"].isdigit() and r.get("wall_s") not in (None, "")
+    """False for a row cut short by a kill: a training row ends with wall_s, a
+    probe-only row (step 0) with the probe's columns."""
+    if None in r or None in r.values() or not (r.get("step") or "").isdigit():
+        return False
+    return r.get("wall_s") not in (None, "") or r.get("probe_mean") not in (None, "")
 
 
 class _Logger:
-    """CSV (+ TensorBoard when installed) on the main process; PNG plots."""
+    """CSV (+ TensorBoard when installed) on the main process; PNG plots.
 
-    def __init__(self, run_dir: Path, start_step: int):
+    extra_fields: the probe's columns (probe_<task>..., probe_mean, probe_s);
+    rows without a probe value leave them empty, as rows of a probe-only
+    step (step 0) leave the loss columns empty."""
+
+    def __init__(self, run_dir: Path, start_step: int, extra_fields: list[str] | None = None):
         self.run_dir, self.path = run_dir, run_dir / "log.csv"
+        self.fields = LOG_FIELDS + list(extra_fields or [])
         rows = []
         if self.path.exists():  # drop rows logged after the state we resume from, and any cut short by a kill
             with self.path.open(newline="") as f:
                 rows = [r for r in csv.DictReader(f) if _complete_row(r) and int(r["step"]) <= start_step]
         tmp = run_dir / ".log.csv.tmp"
         with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, LOG_FIELDS)
+            w = csv.DictWriter(f, self.fields, extrasaction="ignore")  # columns of an earlier probe are dropped
             w.writeheader()
-            w.writerows({k: r[k] for k in LOG_FIELDS} for r in rows)
+            w.writerows(rows)
         os.replace(tmp, self.path)
-        self.history = [(int(r["step"]), float(r["loss"])) for r in rows]
+        self.history = [(int(r["step"]), float(r["loss"])) for r in rows if r.get("loss")]
+        self.probe_cols = [c for c in self.fields if c.startswith("probe_") and c != "probe_s"]
+        self.probe_history = [(int(r["step"]), {c: float(r[c]) for c in self.probe_cols})
+                              for r in rows if all(r.get(c) for c in self.probe_cols) and self.probe_cols]
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -257,12 +270,15 @@ class _Logger:
 
     def row(self, values: dict) -> None:
         with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, LOG_FIELDS).writerow({k: values.get(k, "") for k in LOG_FIELDS})
-        if math.isfinite(values["loss"]):
+            csv.DictWriter(f, self.fields).writerow({k: values.get(k, "") for k in self.fields})
+        if "loss" in values and math.isfinite(values["loss"]):
             self.history.append((values["step"], values["loss"]))
+        if self.probe_cols and "probe_mean" in values:
+            self.probe_history.append((values["step"], {c: values[c] for c in self.probe_cols}))
         if self.tb is not None:
-            for k in ("loss", "invariance", "redundancy", "lr_factor", "samples_per_s"):
-                self.tb.add_scalar(f"train/{k}", values[k], values["step"])
+            for k in ("loss", "invariance", "redundancy", "lr_factor", "samples_per_s", *self.probe_cols):
+                if k in values:
+                    self.tb.add_scalar(f"{'probe' if k.startswith('probe_') else 'train'}/{k}", values[k], values["step"])
 
     def plots(self, c: torch.Tensor | None, step: int) -> None:
         try:
@@ -273,13 +289,24 @@ class _Logger:
             return
         out = self.run_dir / "plots"
         out.mkdir(exist_ok=True)
-        if self.history:
-            fig = Figure(figsize=(6, 4))
-            ax = fig.add_subplot()
-            s, l = zip(*self.history)
-            ax.plot(s, l)
+        if self.history or self.probe_history:  # the loss, and beside it the probe's accuracy
+            fig = Figure(figsize=(11 if self.probe_history else 6, 4))
+            ax = fig.add_subplot(1, 2 if self.probe_history else 1, 1)
+            if self.history:
+                s, l = zip(*self.history)
+                ax.plot(s, l)
             ax.set(xlabel="step", ylabel="Barlow Twins loss", title=f"loss to step {step}")
             ax.grid(alpha=0.3)
+            if self.probe_history:
+                ax = fig.add_subplot(1, 2, 2)
+                s = [h[0] for h in self.probe_history]
+                for col in self.probe_cols:
+                    ax.plot(s, [h[1][col] for h in self.probe_history], marker=".",
+                            lw=2.5 if col == "probe_mean" else 1, label=col[len("probe_"):])
+                ax.set(xlabel="step", ylabel="probe accuracy (test)", title="online linear probe")
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=8)
+            fig.tight_layout()
             FigureCanvasAgg(fig).print_png(str(out / "loss.png"))
         if c is not None:
             fig = Figure(figsize=(5, 4.5))
@@ -381,16 +408,20 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
     loss_fn = BarlowTwinsLoss(cfg.lambd, distributed=ctx.distributed)
     model.train()
 
-    logger = None
+    logger, probe = None, None
     run_id = state.get("run_id") if state is not None else None
     if ctx.is_main:
+        if cfg.probe_tasks:  # main process only: it touches no collective and no training state
+            from .probe import OnlineProbe
+
+            probe = OnlineProbe(cfg.probe_tasks, model.encoder, cfg.encoder, cfg.encoder_kwargs, cfg.mel_config, (mean, std))
         run_dir.mkdir(parents=True, exist_ok=True)
         _clean_leftovers(run_dir)
         run_id = run_id or read_run_id(run_dir) or uuid.uuid4().hex
         if read_run_id(run_dir) != run_id:
             _atomic_text(run_dir / RUN_ID_NAME, run_id + "\n")
         _atomic_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
-        logger = _Logger(run_dir, step)
+        logger = _Logger(run_dir, step, probe.columns + ["probe_s"] if probe else None)
         log.info("run %s: %d clips, %d steps (%d per epoch, warm-up %d), %d process(es) x %d, device %s",
                  run_dir, len(cache), n_steps, per_epoch, warmup, ctx.world_size, local_b, device)
 
@@ -424,7 +455,13 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
     losses: list[float] = []
     timed_steps, timed_s, t_last = 0, 0.0, time.perf_counter()
     t_start, sps, c_last, exported = t_last, float("nan"), None, None
+    # What a forward pass changes in place (BatchNorm running statistics): put
+    # back when a step is skipped, so a non-finite step leaves no trace.
+    buffers = [b for b in model.buffers() if b is not None]
     try:
+        if probe is not None and step == 0 and not logger.probe_history:  # the probe curve's starting point
+            logger.row({"step": 0, **probe()})
+            t_last = time.perf_counter()
         last = n_steps if stop_at is None else min(n_steps, stop_at)
         while step < last:
             idx, u = global_batch(len(cache), cfg.batch_size, step, cfg.seed)
@@ -434,7 +471,7 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
             p1, p2 = aug.sample_params(cfg.batch_size, g), aug.sample_params(cfg.batch_size, g)
             with torch.no_grad():
                 v1, v2 = aug.apply(x, slice_params(p1, lo, hi)), aug.apply(x, slice_params(p2, lo, hi))
-                aug.mixup.push(D.all_gather_cat(x, ctx))
+                saved = [b.clone() for b in buffers]
             if cfg.channels_last:
                 v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
             factor = lr_factor(step, n_steps, warmup, cfg.final_lr_factor)
@@ -448,8 +485,13 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
             if math.isfinite(lv):
                 loss.backward()
                 opt.step()
+                with torch.no_grad():  # the bank takes good batches only (for the next steps)
+                    aug.mixup.push(D.all_gather_cat(x, ctx))
                 bad_run = 0
-            else:
+            else:  # the loss is global, so every process skips: weights, optimiser and bank untouched
+                with torch.no_grad():
+                    for b, v in zip(buffers, saved):
+                        b.copy_(v)
                 bad_total, bad_run = bad_total + 1, bad_run + 1
                 if ctx.is_main:
                     log.warning("step %d: non-finite loss %s, step skipped (%d in a row)", step, lv, bad_run)
@@ -470,11 +512,15 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
             t_last = now
             sps = cfg.batch_size * timed_steps / timed_s if timed_s > 0 else float("nan")
             bar.update(1)
-            if ctx.is_main and (step % cfg.log_every == 0 or step == n_steps):
+            probed: dict[str, float] = {}
+            if probe is not None and ((cfg.probe_every > 0 and step % cfg.probe_every == 0) or step == n_steps):
+                probed = probe()
+                t_last = time.perf_counter()  # the probe's time is not training time
+            if ctx.is_main and (step % cfg.log_every == 0 or step == n_steps or probed):
                 bar.set_postfix(loss=f"{lv:.1f}", sps=f"{sps:.0f}")
                 logger.row({"step": step, "loss": lv, "invariance": float(terms["invariance"]),
                             "redundancy": float(terms["redundancy"]), "lr_factor": factor, "samples_per_s": sps,
-                            "bad_steps": bad_total, "wall_s": round(now - t_start, 3)})
+                            "bad_steps": bad_total, "wall_s": round(now - t_start, 3), **probed})
             if ctx.is_main and cfg.plot_every > 0 and (step % cfg.plot_every == 0 or step == n_steps):
                 logger.plots(c_last, step)
             if cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0 and step < n_steps:
