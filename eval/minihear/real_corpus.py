@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import zipfile
 from collections import defaultdict
 from multiprocessing import Pool
 from pathlib import Path
@@ -32,8 +31,7 @@ def _size(src: real.RealSource) -> int:
     path = Path(src.root) / src.path
     if src.member is None:
         return path.stat().st_size
-    with zipfile.ZipFile(path) as zf:
-        return zf.getinfo(src.member).file_size
+    return real._zip(str(path)).getinfo(src.member).file_size
 
 
 def plan(packages: list[str] | None = None, deb_cache: Path | None = None) -> list[dict]:
