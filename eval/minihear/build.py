@@ -31,10 +31,15 @@ def dir_size(path: Path) -> int:
 def build_tasks(out: Path, seed: int = 0, small: bool = False, names: list[str] | None = None,
                 n_proc: int | None = None, cache: Path | None = None) -> dict[str, list]:
     """Plan, write and render the tasks; returns {task name: clips}."""
-    names = names or list(TASKS)
+    from eval.minihear.registry import small_tasks
+
+    names = names or (small_tasks() if small else list(TASKS))
     unknown = set(names) - set(TASKS)
     if unknown:
         raise SystemExit(f"unknown task(s) {sorted(unknown)}; known: {list(TASKS)}")
+    heavy = [n for n in names if small and TASKS[n].heavy]
+    if heavy:
+        raise SystemExit(f"task(s) {heavy} need heavy packages and have no --small build")
     out.mkdir(parents=True, exist_ok=True)
     plans, jobs = {}, []
     for name in names:
@@ -70,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cards-md", type=Path, default=None, help="also write all cards into this markdown file")
     args = ap.parse_args(argv)
 
+    if args.deb_cache:  # real.sources / debs.fetch read it, also in worker processes
+        os.environ["HEAR_ABT_CACHE"] = str(args.deb_cache.expanduser().resolve())
     t0 = time.time()
     if args.corpus:
         from eval.minihear import corpus
@@ -77,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         pkgs = [s for s in args.packages.split(",") if s] or None
         if args.hours <= 0 and args.mix != "real":
             raise SystemExit("--hours must be > 0 for a synthetic or mixed corpus")
-        n = corpus.build_corpus(args.corpus, args.hours, args.seed, args.jobs, args.cache, args.mix, pkgs, args.deb_cache)
+        n = corpus.build_corpus(args.corpus, args.hours, args.seed, args.jobs, args.cache, args.mix, pkgs)
         dt = time.time() - t0
         print(f"corpus ({args.mix}): {n} files, {dir_size(args.corpus) / 1e6:.1f} MB in {args.corpus}, "
               f"built in {dt:.1f} s with {args.jobs} processes; see {args.corpus / 'report.md'}")

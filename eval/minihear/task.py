@@ -35,6 +35,7 @@ class Task:
     tuning: str = ""           # what was changed so the log-mel baseline is neither trivial nor hopeless
     evaluation_params: dict[str, Any] | None = None
     nfolds: int | None = None
+    heavy: bool = False        # needs packages fetched on demand (real.HEAVY): no --small build
 
     @property
     def folder(self) -> str:
