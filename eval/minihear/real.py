@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import re
 import zipfile
 from dataclasses import dataclass
@@ -137,9 +138,15 @@ def sources(package: str, cache: Path | None = None, fetch: bool = True) -> tupl
     return list_sources(package, str(root))
 
 
-@functools.lru_cache(maxsize=4)
 def _zip(path: str) -> zipfile.ZipFile:
-    """Open each (multi-GB) archive once per process: reading its index is the slow part."""
+    """The archive opened once per process (reading a multi-GB index is the slow part).
+
+    Keyed by pid: a forked worker must not share the parent's file offset."""
+    return _zip_in(path, os.getpid())
+
+
+@functools.lru_cache(maxsize=8)
+def _zip_in(path: str, pid: int) -> zipfile.ZipFile:
     return zipfile.ZipFile(path)
 
 

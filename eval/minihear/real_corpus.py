@@ -91,8 +91,8 @@ def render(jobs: list[dict], out: Path, n_proc: int) -> list[list]:
     if n_proc <= 1:
         results = list(map(_render, args))
     else:
-        with Pool(n_proc) as pool:
-            results = pool.map(_render, args, chunksize=1)
+        with Pool(n_proc) as pool:  # imap: a failing job stops the build at once
+            results = list(pool.imap(_render, args, chunksize=1))
     return [r for res in results for r in res]
 
 
