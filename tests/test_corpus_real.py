@@ -89,3 +89,37 @@ def test_real_corpus_build_report_and_determinism(tmp_path: Path) -> None:
     # Same bytes with one process and without the (fully reserved) test voice.
     assert main(["--corpus", str(b), "--mix", "real", "--packages", EN, "--jobs", "1"]) == 0
     assert _hashes(a) == _hashes(b)
+
+
+def _decode_all(srcs: list) -> list:
+    return [real.decode(s, trim=False) for s in srcs]
+
+
+N_MEMBERS = 300
+
+
+@pytest.mark.slow  # ~20 s idle, longer on a busy machine
+def test_zip_members_decode_the_same_in_forked_workers(tmp_path: Path) -> None:
+    """Audio inside a zip (ufoai-music, nexuiz-music, 0ad-data): workers forked after
+    the parent opened the archive must not share its file offset (when they did,
+    this test failed: members came back corrupt or unreadable)."""
+    import io
+    import zipfile
+    from multiprocessing import get_context
+
+    rng = np.random.default_rng(0)
+    zpath = tmp_path / "usr" / "data.pk3"
+    zpath.parent.mkdir(parents=True)
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for i in range(N_MEMBERS):
+            buf = io.BytesIO()
+            sf.write(buf, rng.uniform(-0.5, 0.5, (441 * (i + 1), 2)).astype(np.float32), 44100, format="WAV")
+            zf.writestr(f"music/t{i:03d}.wav", buf.getvalue())
+    srcs = [real.RealSource("pkg", "usr/data.pk3", f"music/t{i:03d}.wav", "music", str(tmp_path))
+            for i in range(N_MEMBERS)]
+    serial = _decode_all(srcs)  # the parent now holds the archive open
+    assert [x.size for x in serial] == [160 * (i + 1) for i in range(N_MEMBERS)]
+    with get_context("fork").Pool(2) as pool:
+        for part in pool.map(_decode_all, [srcs] * 4):
+            for x, y in zip(part, serial):
+                np.testing.assert_array_equal(x, y)
