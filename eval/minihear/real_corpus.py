@@ -96,6 +96,15 @@ def render(jobs: list[dict], out: Path, n_proc: int) -> list[list]:
     return [r for res in results for r in res]
 
 
+def report_from_manifest(out: Path, mix: str, seed: int = 0) -> dict:
+    """Rewrite report.md/json of a built corpus from its manifest.csv."""
+    import csv
+
+    with open(out / "manifest.csv", newline="") as f:
+        rows = [[r["file"], r["kind"], r["seconds"], r["sources"], r["origin"]] for r in csv.DictReader(f)]
+    return write_report(out, rows, mix, seed, 0.0)
+
+
 def write_report(out: Path, rows: list[list], mix: str, seed: int, synth_hours: float) -> dict:
     """report.json and report.md: hours per kind and per source, with licences."""
     from .corpus import SYNTH_KIND
@@ -120,10 +129,11 @@ def write_report(out: Path, rows: list[list], mix: str, seed: int, synth_hours: 
         d["kinds"] = {k: round(v, 3) for k, v in d["kinds"].items()}
         d["hours"] = round(d["hours"], 3)
     real_h = sum(d["hours"] for k, d in per_src.items() if not k.startswith("synthetic:"))
+    synth_h = sum(d["hours"] for k, d in per_src.items() if k.startswith("synthetic:"))
     rep = {
         "mix": mix, "seed": seed, "clips": len(rows), "clip_seconds": CLIP_S,
         "hours_total": round(sum(per_kind.values()), 3), "hours_real": round(real_h, 3),
-        "hours_synthetic": round(sum(per_kind.values()) - real_h, 3),
+        "hours_synthetic": round(synth_h, 3),
         "hours_per_kind": {k: round(v, 3) for k, v in sorted(per_kind.items())},
         "sources": dict(sorted(per_src.items())),
         "holdout": "no source that any mini-HEAR test split holds (real.reserved_for_tasks; asserted by build_corpus)",

@@ -81,8 +81,8 @@ def _digits_plan(seed: int, small: bool) -> list[Clip]:
 
 def _digits_render(clip: Clip, cache: Path | None) -> np.ndarray:
     rng = clip_rng(clip)
-    x = audio.speed(real.decode(_src(clip["recipe"])), float(rng.uniform(0.85, 1.15)))
-    return audio.nuisance(_place(x, int(1.5 * audio.SR), rng), rng, snr_db=(0, 30), reverb_prob=0.5)
+    x = audio.speed(real.decode(_src(clip["recipe"])), float(rng.uniform(0.9, 1.1)))
+    return audio.nuisance(_place(x, int(1.5 * audio.SR), rng), rng, snr_db=(10, 40), reverb_prob=0.3)
 
 
 # ---------------------------------------------------------------- fillets speaker
@@ -98,6 +98,7 @@ def _fillets_pools() -> dict[tuple[str, str], list]:
     return pools
 
 
+FILLETS_S = 1.0
 FILLETS_LABELS = [f"{f}_{lang}" for lang in LANG.values() for f in FISH.values()]
 
 
@@ -109,7 +110,7 @@ def _fillets_plan(seed: int, small: bool) -> list[Clip]:
 def _fillets_render(clip: Clip, cache: Path | None) -> np.ndarray:
     rng = clip_rng(clip)
     x = real.decode(_src(clip["recipe"]))
-    return audio.nuisance(_place(x, int(3.0 * audio.SR), rng), rng, snr_db=(5, 40), reverb_prob=0.3)
+    return audio.nuisance(_place(x, int(FILLETS_S * audio.SR), rng), rng, snr_db=(-5, 15), reverb_prob=0.5)
 
 
 # ---------------------------------------------------------------- game soundtrack
@@ -156,13 +157,13 @@ TASKS = [
          "scene", "multiclass", "trainvaltest", SPLITS, 1.5, ["top1_acc"], DIGITS, _digits_plan, _digits_render,
          description="Real recorded digits 0-9 from the asterisk prompt sets: train voices en/fr/it/ru, valid voice es, "
                      "test voice the second Italian speaker (menardi), never in train or the corpus. Each clip is one "
-                     "recording, speed-perturbed 0.85-1.15, randomly placed, with noise (0-30 dB SNR) and reverb (p 0.5).",
+                     "recording, speed-perturbed 0.9-1.1, randomly placed, with noise (10-40 dB SNR) and reverb (p 0.3).",
          packages=sorted({p for ps in DIGIT_VOICES.values() for p in ps}, key=list(real.ASTERISK_VOICES).index)),
     Task("fillets_speaker", "VoxCeleb-style speaker identification", "speech", "scene", "multiclass",
-         "trainvaltest", SPLITS, 3.0, ["top1_acc"], FILLETS_LABELS, _fillets_plan, _fillets_render,
+         "trainvaltest", SPLITS, FILLETS_S, ["top1_acc"], FILLETS_LABELS, _fillets_plan, _fillets_render,
          description="Which of 4 voice actors (the small and the big fish, in the Czech and the Dutch dub of Fish "
-                     "Fillets NG) says a 3 s crop of a dialogue line; lines are split by a fixed hash of the file "
-                     "(test lines never in train or the corpus); noise 5-40 dB SNR, reverb p 0.3.",
+                     "Fillets NG) says a 1 s crop of a dialogue line; lines are split by a fixed hash of the file "
+                     "(test lines never in train or the corpus); noise -5-15 dB SNR, reverb p 0.5.",
          packages=list(LANG)),
     Task("game_soundtrack", "GTZAN-style music classification (which soundtrack)", "music", "scene", "multiclass",
          "trainvaltest", SPLITS, EXCERPT_S, ["top1_acc"], list(real.SOUNDTRACK_GAMES.values()),
