@@ -42,6 +42,11 @@ def test_task_folder_matches_heareval(minihear_small: Path, name: str) -> None:
                 "sample_duration", "evaluation"):
         assert key in md, key
     assert d.name == f"{md['task_name']}-v1.0-full"
+    from eval.hear_tasks import task_group
+
+    # the leaderboard files every task under its group, real-audio tasks included
+    assert md["mirrors_group"] == TASKS[name].group
+    assert task_group(d.name, md) == {"environment": "env"}.get(TASKS[name].group, TASKS[name].group)
     assert md["embedding_type"] in {"scene", "event"}
     assert md["prediction_type"] in {"multiclass", "multilabel"}
     assert set(md["evaluation"]) <= HEAREVAL_SCORES
