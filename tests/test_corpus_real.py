@@ -33,6 +33,8 @@ def test_unknown_package_and_mix_are_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="unknown real-audio package"):
         real.list_sources("no-such-package", "/")
+    with pytest.raises(ValueError, match="unknown real-audio package"):
+        real.sources("ufoai-sound")  # reserved: never listed, never fetched
     with pytest.raises(ValueError, match="mix"):
         build_corpus(tmp_path, 0.01, 0, 1, mix="reals")
 

@@ -131,6 +131,9 @@ def list_sources(package: str, root: str) -> tuple[RealSource, ...]:
 
 
 def sources(package: str, cache: Path | None = None, fetch: bool = True) -> tuple[RealSource, ...]:
+    """A package's audio sources; fetch=True downloads it into the cache when missing."""
+    if package not in PACKAGES:  # before any download
+        raise ValueError(f"unknown real-audio package {package!r}; known: {sorted(PACKAGES)}")
     root = debs.fetch(package, cache) if fetch else debs.package_root(package, cache)
     if root is None:
         raise FileNotFoundError(f"{package} is neither installed nor in the cache; run "
