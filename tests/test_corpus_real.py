@@ -18,6 +18,13 @@ from eval.minihear import debs, real, real_corpus
 EN, MENARDI, NL = "asterisk-core-sounds-en-wav", "asterisk-prompt-it-menardi-wav", "fillets-ng-data-nl"
 
 
+@pytest.fixture(autouse=True)
+def _small_packages_installed() -> None:
+    """Tests never download: the packages come from scripts/install_apt.sh."""
+    missing = [p for p in (EN, MENARDI, NL) if debs.package_root(p) is None]
+    assert not missing, f"{missing} missing: run scripts/install_apt.sh"
+
+
 def _hashes(d: Path) -> dict[str, str]:
     return {p.name: hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(d.glob("*.wav"))}
 

@@ -136,8 +136,8 @@ def sources(package: str, cache: Path | None = None, fetch: bool = True) -> tupl
         raise ValueError(f"unknown real-audio package {package!r}; known: {sorted(PACKAGES)}")
     root = debs.fetch(package, cache) if fetch else debs.package_root(package, cache)
     if root is None:
-        raise FileNotFoundError(f"{package} is neither installed nor in the cache; run "
-                                f"python eval/minihear/debs.py {package}")
+        raise FileNotFoundError(f"{package} is neither installed nor in the cache: run scripts/install_apt.sh "
+                                f"(small packages) or python eval/minihear/debs.py {package}")
     return list_sources(package, str(root))
 
 

@@ -1,5 +1,8 @@
 """Mini-HEAR tasks from real recordings in Debian packages.
 
+Full builds fetch missing packages into the cache (debs.py); --small builds
+never download: they read what scripts/install_apt.sh installed.
+
 Test splits follow the seed-independent hold-out rules of real.reserved_for_tasks
 (the pretraining corpus never takes those sources):
   - asterisk_digits: the menardi voice is the only test speaker;
@@ -72,7 +75,7 @@ def _digits_plan(seed: int, small: bool) -> list[Clip]:
     pools: dict[tuple[str, str], list] = {}
     for split, packages in DIGIT_VOICES.items():
         for p in packages:
-            for s in real.sources(p):
+            for s in real.sources(p, fetch=not small):
                 m = re.search(r"/digits/([0-9])\.wav$", s.path)
                 if m:
                     pools.setdefault((m.group(1), split), []).append(_item(s, voice=p))
@@ -88,10 +91,10 @@ def _digits_render(clip: Clip, cache: Path | None) -> np.ndarray:
 # ---------------------------------------------------------------- fillets speaker
 
 
-def _fillets_pools() -> dict[tuple[str, str], list]:
+def _fillets_pools(small: bool) -> dict[tuple[str, str], list]:
     pools: dict[tuple[str, str], list] = {}
     for p, lang in LANG.items():
-        for s in real.sources(p):
+        for s in real.sources(p, fetch=not small):
             m = re.match(r"[^-]+-([a-z0-9]+)-", s.name)
             if s.kind == "speech" and m and m.group(1) in FISH:
                 pools.setdefault((f"{FISH[m.group(1)]}_{lang}", holdout_role(s.id)), []).append(_item(s))
@@ -104,7 +107,7 @@ FILLETS_LABELS = [f"{f}_{lang}" for lang in LANG.values() for f in FISH.values()
 
 def _fillets_plan(seed: int, small: bool) -> list[Clip]:
     sizes = {"train": 48, "valid": 16, "test": 24} if small else {"train": 1000, "valid": 240, "test": 400}
-    return _plan("fillets_speaker", sizes, FILLETS_LABELS, seed, _fillets_pools())
+    return _plan("fillets_speaker", sizes, FILLETS_LABELS, seed, _fillets_pools(small))
 
 
 def _fillets_render(clip: Clip, cache: Path | None) -> np.ndarray:
