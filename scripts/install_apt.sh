@@ -5,7 +5,12 @@
 set -eu
 
 PACKAGES="sox libsndfile1 espeak-ng fluidsynth fluid-soundfont-gm timgm6mb-soundfont \
-hydrogen-drumkits sound-theme-freedesktop frozen-bubble-data lbreakout2-data neverball-data pingus-data"
+hydrogen-drumkits sound-theme-freedesktop frozen-bubble-data lbreakout2-data neverball-data pingus-data \
+asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav \
+asterisk-core-sounds-ru-wav asterisk-prompt-it-menardi-wav fillets-ng-data-cs fillets-ng-data-nl"
+# Real recordings for the --small suite (eval/minihear/realtasks.py): about 190 MB of downloads.
+# Heavy packages (0ad-data, supertuxkart-data, ...) are never installed: the corpus
+# build fetches them into ~/.cache/hear-abt (eval/minihear/debs.py).
 
 missing=""
 for p in $PACKAGES; do

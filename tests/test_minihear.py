@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from eval.minihear.registry import TASKS, small_tasks
+
 # Score names heareval 2021.1.3 knows (heareval/score.py available_scores).
 HEAREVAL_SCORES = {"top1_acc", "pitch_acc", "chroma_acc", "event_onset_200ms_fms", "event_onset_50ms_fms",
                    "event_onset_offset_50ms_20perc_fms", "segment_1s_er", "mAP", "d_prime", "aucroc"}
@@ -21,7 +23,8 @@ def _task_dirs(root: Path) -> list[Path]:
 
 def test_suite_covers_hear_groups(minihear_small: Path) -> None:
     dirs = _task_dirs(minihear_small)
-    assert len(dirs) >= 8
+    assert [d.name for d in dirs] == sorted(TASKS[n].folder for n in small_tasks())
+    assert len(small_tasks()) < len(TASKS)  # the heavy tasks have no --small build
     # heareval's `--task all` treats every entry of the tasks folder as a task.
     assert all(d.is_dir() and (d / "task_metadata.json").is_file() for d in dirs)
     mds = [json.loads((d / "task_metadata.json").read_text()) for d in dirs]
@@ -31,14 +34,19 @@ def test_suite_covers_hear_groups(minihear_small: Path) -> None:
     assert any(m["evaluation"][0] == "mAP" for m in mds)
 
 
-@pytest.mark.parametrize("i", range(8))
-def test_task_folder_matches_heareval(minihear_small: Path, i: int) -> None:
-    d = _task_dirs(minihear_small)[i]
+@pytest.mark.parametrize("name", small_tasks())
+def test_task_folder_matches_heareval(minihear_small: Path, name: str) -> None:
+    d = minihear_small / TASKS[name].folder
     md = json.loads((d / "task_metadata.json").read_text())
     for key in ("task_name", "version", "embedding_type", "prediction_type", "split_mode", "splits",
                 "sample_duration", "evaluation"):
         assert key in md, key
     assert d.name == f"{md['task_name']}-v1.0-full"
+    from eval.hear_tasks import task_group
+
+    # the leaderboard files every task under its group, real-audio tasks included
+    assert md["mirrors_group"] == TASKS[name].group
+    assert task_group(d.name, md) == {"environment": "env"}.get(TASKS[name].group, TASKS[name].group)
     assert md["embedding_type"] in {"scene", "event"}
     assert md["prediction_type"] in {"multiclass", "multilabel"}
     assert set(md["evaluation"]) <= HEAREVAL_SCORES
@@ -97,7 +105,11 @@ def test_build_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_test_splits_use_held_out_items(minihear_small: Path) -> None:
+    from eval.minihear import real
     from eval.minihear.sources import holdout_role
+
+    by_id = {s.id: s for p in real.PACKAGES if real.debs.package_root(p) for s in real.sources(p, fetch=False)}
+    n_real = 0
 
     for d in _task_dirs(minihear_small):
         md = json.loads((d / "task_metadata.json").read_text())
@@ -110,6 +122,11 @@ def test_test_splits_use_held_out_items(minihear_small: Path) -> None:
                     if i.startswith(("voice:", "inst:", "drum:")):
                         # test items only in test; train/valid never borrow a test item
                         assert (holdout_role(i) == "test") == (split == "test"), (d.name, split, i)
+                    elif i.startswith("real:"):
+                        # real recordings: test sources are exactly those the corpus may never take
+                        assert real.reserved_for_tasks(by_id[i]) == (split == "test"), (d.name, split, i)
+                        n_real += 1
+    assert n_real > 0
 
 
 def test_corpus_is_disjoint_from_test_splits(tmp_path: Path, minihear_small: Path) -> None:

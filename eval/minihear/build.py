@@ -1,7 +1,8 @@
 """Build the mini-HEAR suite (or the pretraining corpus) from Debian-packaged audio.
 
     python eval/minihear/build.py --out tasks/ [--seed 0] [--small] [--tasks a,b]
-    python eval/minihear/build.py --corpus corpus/ --hours 5 [--seed 0]
+    python eval/minihear/build.py --corpus corpus/ --hours 5 [--seed 0]                # synthetic (v1)
+    python eval/minihear/build.py --corpus corpus/ --mix real|both [--packages a,b]  # + real recordings
 
 Task builds also score the log-mel baseline and write a card per task
 (<task>/README.md; --cards-md for the combined file).
@@ -30,10 +31,15 @@ def dir_size(path: Path) -> int:
 def build_tasks(out: Path, seed: int = 0, small: bool = False, names: list[str] | None = None,
                 n_proc: int | None = None, cache: Path | None = None) -> dict[str, list]:
     """Plan, write and render the tasks; returns {task name: clips}."""
-    names = names or list(TASKS)
+    from eval.minihear.registry import small_tasks
+
+    names = names or (small_tasks() if small else list(TASKS))
     unknown = set(names) - set(TASKS)
     if unknown:
         raise SystemExit(f"unknown task(s) {sorted(unknown)}; known: {list(TASKS)}")
+    heavy = [n for n in names if small and TASKS[n].heavy]
+    if heavy:
+        raise SystemExit(f"task(s) {heavy} need heavy packages and have no --small build")
     out.mkdir(parents=True, exist_ok=True)
     plans, jobs = {}, []
     for name in names:
@@ -57,20 +63,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--small", action="store_true", help="a few clips per class, for tests and CI")
     ap.add_argument("--tasks", default="", help="comma-separated subset of: " + ",".join(TASKS))
-    ap.add_argument("--hours", type=float, default=5.0, help="corpus size (hours of audio)")
+    ap.add_argument("--hours", type=float, default=5.0, help="synthetic corpus size (hours of audio)")
+    ap.add_argument("--mix", choices=["real", "synthetic", "both"], default="synthetic",
+                    help="corpus content: real recordings from Debian packages, synthetic mixtures, or both")
+    ap.add_argument("--packages", default="", help="comma-separated real-audio packages (default: all known)")
+    ap.add_argument("--deb-cache", type=Path, default=None,
+                    help="where heavy packages are downloaded and unpacked (default $HEAR_ABT_CACHE or ~/.cache/hear-abt)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--cache", type=Path, default=None, help="keep rendered note banks here (default: temporary)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the log-mel baseline and the cards")
     ap.add_argument("--cards-md", type=Path, default=None, help="also write all cards into this markdown file")
     args = ap.parse_args(argv)
 
+    if args.deb_cache:  # real.sources / debs.fetch read it, also in worker processes
+        os.environ["HEAR_ABT_CACHE"] = str(args.deb_cache.expanduser().resolve())
     t0 = time.time()
     if args.corpus:
         from eval.minihear import corpus
 
-        n = corpus.build_corpus(args.corpus, args.hours, args.seed, args.jobs, args.cache)
+        pkgs = [s for s in args.packages.split(",") if s] or None
+        if args.hours <= 0 and args.mix != "real":
+            raise SystemExit("--hours must be > 0 for a synthetic or mixed corpus")
+        n = corpus.build_corpus(args.corpus, args.hours, args.seed, args.jobs, args.cache, args.mix, pkgs)
         dt = time.time() - t0
-        print(f"corpus: {n} files, {dir_size(args.corpus) / 1e6:.1f} MB in {args.corpus}, built in {dt:.1f} s")
+        print(f"corpus ({args.mix}): {n} files, {dir_size(args.corpus) / 1e6:.1f} MB in {args.corpus}, "
+              f"built in {dt:.1f} s with {args.jobs} processes; see {args.corpus / 'report.md'}")
         return 0
 
     names = [s for s in args.tasks.split(",") if s] or None

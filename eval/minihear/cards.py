@@ -9,7 +9,7 @@ import platform
 from collections import Counter
 from pathlib import Path
 
-from . import baseline
+from . import baseline, real
 from .registry import TASKS
 from .sources import LICENSES
 from .task import Clip, Task
@@ -18,6 +18,14 @@ METRIC_NOTE = {
     "top1_acc": "accuracy", "pitch_acc": "pitch accuracy", "mAP": "macro mAP",
     "event_onset_200ms_fms": "onset F-measure (200 ms collar)",
 }
+
+
+def _licence(package: str) -> str:
+    if package in LICENSES:
+        return LICENSES[package]
+    if package in real.PACKAGES:
+        return f"{real.PACKAGES[package][1]} (/usr/share/doc/{package}/copyright)"
+    return f"see /usr/share/doc/{package}/copyright"
 
 
 def card(task: Task, clips: list[Clip], base: float, chance: float, seed: int, small: bool) -> str:
@@ -46,7 +54,7 @@ def card(task: Task, clips: list[Clip], base: float, chance: float, seed: int, s
         "",
         "Sources (Debian packages and their licences):",
         "",
-        *[f"- {p}: {LICENSES.get(p, 'see /usr/share/doc/' + p + '/copyright')}" for p in task.packages],
+        *[f"- {p}: {_licence(p)}" for p in task.packages],
         "",
     ]
     if task.tuning:

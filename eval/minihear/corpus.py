@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio, sources
+from . import audio, real, sources
 
 CLIP_S = 10.0
 KINDS = ["speech", "speech", "speech", "music", "music", "drums", "sfx", "game_music"]
@@ -133,31 +133,63 @@ def _job(args: tuple[dict, str]) -> str:
     return item["file"]
 
 
-def test_split_sources(seed: int) -> set[str]:
-    """Every source id that any task (full or small build, this seed) puts in a test split."""
+def test_split_sources(seed: int, used: set[str] | None = None) -> set[str]:
+    """Every source id that any task (full or small build, this seed) puts in a test split.
+
+    A real-audio task whose packages are not at hand is not planned (that would
+    download them); then `used` (the corpus's source ids) must hold nothing from
+    those packages, which is asserted instead.
+    """
+    from . import debs
     from .registry import TASKS
 
     ids: set[str] = set()
     for task in TASKS.values():
         test_splits = {"test"} if task.split_mode == "trainvaltest" else set(task.splits)
-        for small in (False, True):
+        missing = [p for p in task.packages if p in real.PACKAGES and debs.package_root(p) is None]
+        if missing:
+            clash = {s for s in used or () for p in missing if s.startswith(f"real:{p}/")}
+            assert not clash, f"{task.name}: corpus sources from {missing} cannot be checked without those packages"
+            continue
+        for small in ((False,) if task.heavy else (False, True)):
             for c in task.plan(seed, small):
                 if c["split"] in test_splits:
                     ids.update(c["sources"])
     return ids
 
 
-def build_corpus(out: Path, hours: float, seed: int, n_proc: int, cache: Path | None = None) -> int:
-    items = plan_corpus(hours, seed)
-    used = {s for it in items for s in it["sources"]}
-    overlap = used & test_split_sources(seed)
+MIXES = ("real", "synthetic", "both")
+# What each synthetic kind counts as in the report.
+SYNTH_KIND = {"speech": "speech", "music": "music", "drums": "music", "game_music": "music", "sfx": "environment"}
+
+
+def build_corpus(out: Path, hours: float, seed: int, n_proc: int, cache: Path | None = None,
+                 mix: str = "synthetic", packages: list[str] | None = None, deb_cache: Path | None = None) -> int:
+    """Write the corpus (clips, manifest.csv, report.md/json); returns the number of clips.
+
+    mix "synthetic": `hours` of rendered mixtures (the v1 corpus); "real": every
+    unreserved recording of `packages` (default: all of real.PACKAGES); "both": the two.
+    """
+    from . import real_corpus
+
+    if mix not in MIXES:
+        raise ValueError(f"mix must be one of {MIXES}, not {mix!r}")
+    items = plan_corpus(hours, seed) if mix != "real" else []
+    jobs = real_corpus.plan(packages, deb_cache) if mix != "synthetic" else []
+    used = {s for it in items for s in it["sources"]} | {s.id for j in jobs for s in j["sources"]}
+    overlap = used & test_split_sources(seed, used)
     assert not overlap, f"corpus would share {len(overlap)} test items with the tasks, e.g. {sorted(overlap)[:5]}"
     out.mkdir(parents=True, exist_ok=True)
+    rows = [[it["file"], it["kind"], CLIP_S, ";".join(it["sources"]), "synthetic"] for it in items]
+    if jobs:
+        rows += real_corpus.render(jobs, out, n_proc)
     with open(out / "manifest.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["file", "kind", "seconds", "sources"])
-        for it in items:
-            w.writerow([it["file"], it["kind"], CLIP_S, ";".join(it["sources"])])
+        w.writerow(["file", "kind", "seconds", "sources", "origin"])
+        w.writerows(rows)
+    real_corpus.write_report(out, rows, mix, seed, hours if items else 0.0)
+    if not items:
+        return len(rows)
     with tempfile.TemporaryDirectory(prefix="minihear-cache-") as tmp:
         c = cache or Path(tmp)
         jobs = [(it, str(out)) for it in items]
@@ -167,4 +199,4 @@ def build_corpus(out: Path, hours: float, seed: int, n_proc: int, cache: Path | 
         else:
             with Pool(n_proc, initializer=_init, initargs=(c,)) as pool:
                 list(pool.imap_unordered(_job, jobs, chunksize=8))
-    return len(items)
+    return len(rows)

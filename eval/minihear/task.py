@@ -35,6 +35,7 @@ class Task:
     tuning: str = ""           # what was changed so the log-mel baseline is neither trivial nor hopeless
     evaluation_params: dict[str, Any] | None = None
     nfolds: int | None = None
+    heavy: bool = False        # needs packages fetched on demand (real.HEAVY): no --small build
 
     @property
     def folder(self) -> str:
@@ -54,6 +55,7 @@ class Task:
             "mode": "small" if small else "full",
             "splits": self.splits,
             "mirrors_hear_task": self.mirrors,
+            "mirrors_group": self.group,  # eval/hear_tasks.task_group reads it first
             "generator": "hear-abt eval/minihear",
         }
         if self.nfolds:

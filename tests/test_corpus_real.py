@@ -1,0 +1,134 @@
+"""Corpus v2: real recordings from Debian packages, their hold-out and report.
+
+Uses only the small asterisk/fillets packages that scripts/install_apt.sh installs.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from eval.minihear import debs, real, real_corpus
+
+EN, MENARDI, NL = "asterisk-core-sounds-en-wav", "asterisk-prompt-it-menardi-wav", "fillets-ng-data-nl"
+
+
+@pytest.fixture(autouse=True)
+def _small_packages_installed() -> None:
+    """Tests never download: the packages come from scripts/install_apt.sh."""
+    missing = [p for p in (EN, MENARDI, NL) if debs.package_root(p) is None]
+    assert not missing, f"{missing} missing: run scripts/install_apt.sh"
+
+
+def _hashes(d: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(d.glob("*.wav"))}
+
+
+@pytest.mark.parametrize("package", sorted(debs.RESERVED))
+def test_reserved_packages_are_refused(package: str) -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        debs.fetch(package)
+
+
+def test_unknown_package_and_mix_are_refused(tmp_path: Path) -> None:
+    from eval.minihear.corpus import build_corpus
+
+    with pytest.raises(ValueError, match="unknown real-audio package"):
+        real.list_sources("no-such-package", "/")
+    with pytest.raises(ValueError, match="unknown real-audio package"):
+        real.sources("ufoai-sound")  # reserved: never listed, never fetched
+    with pytest.raises(ValueError, match="mix"):
+        build_corpus(tmp_path, 0.01, 0, 1, mix="reals")
+
+
+def test_decode_downmixes_and_resamples_to_16k() -> None:
+    src = next(s for s in real.sources(EN, fetch=False) if s.path.endswith("/digits/7.wav"))
+    info = sf.info(str(Path(src.root) / src.path))
+    assert info.samplerate == 8000  # the asterisk sets are telephone-band
+    x = real.decode(src, trim=False)
+    assert x.dtype == np.float32 and x.ndim == 1
+    assert x.size == 2 * info.frames
+    assert 0.01 < np.abs(x).max() <= 1.01
+
+
+def test_corpus_plan_holds_out_every_task_test_source() -> None:
+    from eval.minihear.realtasks import TASKS
+
+    jobs = real_corpus.plan([EN, MENARDI, NL])
+    used = {s.id for j in jobs for s in j["sources"]}
+    assert not any(i.startswith(f"real:{MENARDI}/") for i in used)  # the test voice, whole
+    nl = [s for s in real.sources(NL, fetch=False) if s.kind == "speech"]
+    held = {s.id for s in nl if real.reserved_for_tasks(s)}
+    assert 0.15 < len(held) / len(nl) < 0.35 and not held & used
+    for task in TASKS:
+        if task.heavy:
+            continue
+        for small in (False, True):
+            test = {i for c in task.plan(0, small) if c["split"] == "test" for i in c["sources"]}
+            assert test and not test & used, task.name
+
+
+@pytest.mark.slow
+def test_real_corpus_build_report_and_determinism(tmp_path: Path) -> None:
+    from eval.minihear.build import main
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["--corpus", str(a), "--mix", "real", "--packages", f"{EN},{MENARDI}", "--jobs", "2"]) == 0
+    with open(a / "manifest.csv") as f:
+        rows = list(csv.DictReader(f))
+    wavs = sorted(a.glob("*.wav"))
+    assert len(rows) == len(wavs) > 100
+    assert {r["origin"] for r in rows} == {EN} and {r["kind"] for r in rows} == {"speech"}
+    for r in rows[:: max(1, len(rows) // 20)]:
+        info = sf.info(str(a / r["file"]))
+        assert (info.samplerate, info.channels) == (16000, 1)
+        assert real_corpus.MIN_S <= info.duration <= real_corpus.CLIP_S
+        assert abs(info.duration - float(r["seconds"])) < 1e-3
+        assert r["sources"].startswith(f"real:{EN}/")
+    rep = json.loads((a / "report.json").read_text())
+    hours = sum(float(r["seconds"]) for r in rows) / 3600
+    assert rep["hours_real"] == pytest.approx(hours, abs=2e-3) and rep["hours_synthetic"] == 0
+    assert rep["sources"][EN]["licence"].startswith("CC-BY-SA-3.0")
+    assert EN in (a / "report.md").read_text()
+    # Same bytes with one process and without the (fully reserved) test voice.
+    assert main(["--corpus", str(b), "--mix", "real", "--packages", EN, "--jobs", "1"]) == 0
+    assert _hashes(a) == _hashes(b)
+
+
+def _decode_all(srcs: list) -> list:
+    return [real.decode(s, trim=False) for s in srcs]
+
+
+N_MEMBERS = 300
+
+
+@pytest.mark.slow  # ~20 s idle, longer on a busy machine
+def test_zip_members_decode_the_same_in_forked_workers(tmp_path: Path) -> None:
+    """Audio inside a zip (ufoai-music, nexuiz-music, 0ad-data): workers forked after
+    the parent opened the archive must not share its file offset (when they did,
+    this test failed: members came back corrupt or unreadable)."""
+    import io
+    import zipfile
+    from multiprocessing import get_context
+
+    rng = np.random.default_rng(0)
+    zpath = tmp_path / "usr" / "data.pk3"
+    zpath.parent.mkdir(parents=True)
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for i in range(N_MEMBERS):
+            buf = io.BytesIO()
+            sf.write(buf, rng.uniform(-0.5, 0.5, (441 * (i + 1), 2)).astype(np.float32), 44100, format="WAV")
+            zf.writestr(f"music/t{i:03d}.wav", buf.getvalue())
+    srcs = [real.RealSource("pkg", "usr/data.pk3", f"music/t{i:03d}.wav", "music", str(tmp_path))
+            for i in range(N_MEMBERS)]
+    serial = _decode_all(srcs)  # the parent now holds the archive open
+    assert [x.size for x in serial] == [160 * (i + 1) for i in range(N_MEMBERS)]
+    with get_context("fork").Pool(2) as pool:
+        for part in pool.map(_decode_all, [srcs] * 4):
+            for x, y in zip(part, serial):
+                np.testing.assert_array_equal(x, y)
