@@ -108,7 +108,7 @@ def _kind(rules: list[tuple[str, str | None]], path: str, member: str | None) ->
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def list_sources(package: str, root: str) -> tuple[RealSource, ...]:
     """Every audio source of an unpacked/installed package, in sorted order."""
     if package not in PACKAGES:

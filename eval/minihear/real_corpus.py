@@ -112,7 +112,7 @@ def write_report(out: Path, rows: list[list], mix: str, seed: int, synth_hours: 
 
     per_kind: dict[str, float] = defaultdict(float)
     per_src: dict[str, dict] = {}
-    for file, kind, seconds, _, origin in rows:
+    for _file, kind, seconds, _, origin in rows:
         k = kind if origin != "synthetic" else SYNTH_KIND[kind]
         per_kind[k] += float(seconds) / 3600
         key = origin if origin != "synthetic" else f"synthetic:{kind}"
