@@ -78,6 +78,17 @@ def window_bounds(frame_ms: float, offset_ms: float, window_ms: float) -> tuple[
     return math.floor((half + offset_ms) / frame_ms), math.ceil((half - offset_ms) / frame_ms) - 1
 
 
+def windows_hold_frames(n_timestamps: int, n_frames: int, before: int, after: int) -> bool:
+    """Whether every fixed window [k - before, k + after], k < n_timestamps,
+    holds at least one of the frames 0..n_frames-1 (pool_windows' condition).
+
+    It fails for windows narrower than a frame (after < 0) and when the last
+    timestamps lie past the last frame's window (short windows at the clip's
+    end): those need window_index's nearest-frame rule.
+    """
+    return before >= 0 and after >= 0 and n_timestamps - 1 - before <= n_frames - 1
+
+
 def _range_means(frames: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """Mean of frames[lo_k:hi_k] ([T, D] -> [K, D], float64), from a float64
     cumulative sum: exact enough over hours of frames, and much faster than
@@ -94,6 +105,11 @@ def pool_windows(frames: torch.Tensor, n_timestamps: int, before: int, after: in
     _range_means); maxima come from a strided view.
     """
     B, T, D = frames.shape
+    if not windows_hold_frames(n_timestamps, T, before, after):
+        raise ValueError(f"a window [k - {before}, k + {after}] of {n_timestamps} timestamps misses all {T} frames")
+    # Reaching past the clip changes nothing (windows are clipped), so cap the
+    # reach: a window longer than the clip then costs no more than the clip.
+    before, after = min(before, n_timestamps - 1), min(after, T - 1)
     width = before + after + 1
     right = max(0, n_timestamps - 1 + after - (T - 1))
     k = torch.arange(n_timestamps, device=frames.device)

@@ -16,7 +16,7 @@ from typing import Iterator
 import torch
 
 from .checkpoint import load_checkpoint
-from .embed import frame_features, pool_clip, pool_ranges, pool_windows, window_index
+from .embed import frame_features, pool_clip, pool_ranges, pool_windows, window_index, windows_hold_frames
 from .frontend import MelConfig
 from .model import ABTModel, EmbeddingOptions
 
@@ -147,8 +147,13 @@ def _timestamps(n_samples: int, model: ABTModel, device: torch.device) -> torch.
 
 
 def _pool_timestamps(frames: torch.Tensor, ts: torch.Tensor, model: ABTModel) -> torch.Tensor:
-    if model.hop_ms == model.frame_ms:  # one timestamp per frame: fixed-width windows
-        return pool_windows(frames, len(ts), model.window_before, model.window_after)
+    """Fast path: one timestamp per frame and fixed windows that each hold a
+    frame. Otherwise (coarse frames, or windows that hold no frame: narrower
+    than a frame, or past the clip's last frame) each window takes its frames
+    or at least the nearest one (window_index)."""
+    before, after = model.window_before, model.window_after
+    if model.hop_ms == model.frame_ms and windows_hold_frames(len(ts), frames.shape[1], before, after):
+        return pool_windows(frames, len(ts), before, after)
     lo, hi = window_index(ts, model.frame_ms, model.frame_offset_ms, model.options.timestamp_window_ms, frames.shape[1])
     return pool_ranges(frames, lo, hi)
 

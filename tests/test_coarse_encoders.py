@@ -76,6 +76,34 @@ def test_windows_pool_the_frames_whose_centres_they_hold(window, coarse_ckpts, e
         torch.testing.assert_close(emb[0, k], sel.mean(0) + sel.amax(0), rtol=1e-4, atol=1e-5)
 
 
+def reference_pooling(frames, centres, ts, window):
+    """Brute force: the frames centred in [t - w/2, t + w/2), else the nearest one."""
+    out = []
+    for t in ts.tolist():
+        inside = (centres >= t - window / 2) & (centres < t + window / 2)
+        sel = frames[inside] if inside.any() else frames[(centres - t).abs().argmin()][None]
+        out.append(sel.mean(0) + sel.amax(0))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("name", ["audiontt", "resnet18", "vitc_tiny"])
+@pytest.mark.parametrize("window", [1.0, 10.0, 30.0, 40.0, 50.0, 100.0, 960.0, 3700.0])
+def test_any_window_from_1ms_to_the_clip_length(name, window, coarse_ckpts, example_wav):
+    """Issue 18 bug 1: windows at or below 30 ms raised IndexError on AudioNTT,
+    and at 40 ms its last timestamps (past the last frame) were NaN. Every
+    window and clip length gives finite embeddings equal to brute-force pooling."""
+    model = hear_abt.load_model(coarse_ckpts(name), timestamp_window_ms=window)
+    for n in (10, 8000, 16000 + 37, 33333, len(example_wav)):  # 0.6 ms to 3.7 s
+        x = example_wav[None, :n]
+        emb, ts = hear_abt.get_timestamp_embeddings(x, model)
+        assert torch.isfinite(emb).all(), (n, window)
+        pad = max(0, (model.encoder.frame_stride - 1) * 160 - n)  # what the API does to short clips
+        frames = one_pass_frames(model, torch.nn.functional.pad(x, (0, pad)))[0]
+        centres = model.frame_offset_ms + model.frame_ms * torch.arange(frames.shape[0], dtype=torch.float64)
+        ref = reference_pooling(frames, centres, ts[0].double(), window)
+        torch.testing.assert_close(emb[0], ref, rtol=1e-4, atol=1e-5)
+
+
 def test_window_index_edges():
     t = torch.tensor([0.0, 40.0, 3000.0])
     lo, hi = window_index(t, frame_ms=320.0, offset_ms=155.0, window_ms=960.0, n_frames=9)

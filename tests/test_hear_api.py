@@ -81,6 +81,12 @@ def test_unknown_option_is_rejected(rand_ckpt):
         hear_abt.load_model(str(rand_ckpt), scene_pooling="median")
 
 
+@pytest.mark.parametrize("window", [0.0, -40.0, float("inf"), float("nan")])
+def test_window_must_be_finite_and_positive(rand_ckpt, window):
+    with pytest.raises(ValueError, match="timestamp_window_ms must be a finite number > 0"):
+        hear_abt.load_model(str(rand_ckpt), timestamp_window_ms=window)
+
+
 def test_long_clip_chunks_equal_one_pass(rand_ckpt, example_wav):
     """120 s, as the longest HEAR clips: chunked encoding equals a single pass."""
     x = example_wav.repeat(33)[: 120 * 16000][None]
