@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 
