@@ -314,7 +314,12 @@ def run_all(device: str, quick: bool, prep_dir: Path, out: Path, only: set[str] 
         rows.append({"section": section, "item": item, "status": status, "detail": detail, "result": r,
                      "seconds": round(time.perf_counter() - t0, 1)})
         print(f"[{time.perf_counter() - t_start:6.0f} s] {section} | {item} | {status} | {detail}", flush=True)
+        report["wall_s"] = round(time.perf_counter() - t_start, 1)
+        write_report(report, out, quiet=True)  # after every row: a run cut off by a time limit keeps what it measured
         return r
+
+    for mod in ("numpy", "torchaudio", "tqdm"):  # what the trainer and the embeddings import
+        record("setup", f"module {mod}", lambda mod=mod: __import__(mod).__version__, lambda v: v)
 
     try:
         prep = Prepared(prep_dir)
@@ -366,7 +371,7 @@ def _raise(e: Exception):
     raise e
 
 
-def write_report(report: dict, out: Path) -> dict:
+def write_report(report: dict, out: Path, quiet: bool = False) -> dict:
     lines = [f"GPU check on {report['device']}, torch {report['torch']}{' (--quick)' if report['quick'] else ''}, "
              f"{report.get('wall_s', 0):.0f} s; command: `python eval/gpu_check.py`", "",
              "| section | item | status | figures |", "|---|---|---|---|"]
@@ -376,7 +381,8 @@ def write_report(report: dict, out: Path) -> dict:
     tmp = out / "gpu_check.json.tmp"
     tmp.write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
     tmp.replace(out / "gpu_check.json")
-    print(f"wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'}")
+    if not quiet:
+        print(f"wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'}")
     return report
 
 

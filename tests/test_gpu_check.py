@@ -5,9 +5,9 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,8 @@ def test_missing_prepared_folder_is_one_clear_line(tmp_path):
     r = run("--device", "cpu", "--quick", "--prepared", str(tmp_path / "nothing"), "--out", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
     rows = json.loads((tmp_path / "out" / "gpu_check.json").read_text())["rows"]
-    assert [row["status"] for row in rows] == ["not run"] and "--prepare" in rows[0]["detail"]
+    assert {row["section"] for row in rows} == {"setup"} and rows[-1]["item"] == "prepared folder"
+    assert rows[-1]["status"] == "not run" and "--prepare" in rows[-1]["detail"]
 
 
 def test_cpu_path_end_to_end(tmp_path):
@@ -35,7 +36,7 @@ def test_cpu_path_end_to_end(tmp_path):
     by_section: dict[str, list] = {}
     for row in report["rows"]:
         by_section.setdefault(row["section"], []).append(row)
-    assert {"correctness", "train", "embed"} <= set(by_section)
+    assert {"setup", "correctness", "train", "embed"} <= set(by_section)
     assert all(row["status"] == "ok" for row in report["rows"] if "hear-validator" not in row["item"]), report["rows"]
     assert all(row["result"]["samples_per_s"] > 0 for row in by_section["train"] if "batch 16" in row["item"] and "data path" not in row["item"])
     from hear_abt.encoders import ENCODERS
