@@ -144,20 +144,30 @@ def pool_windows(frames: torch.Tensor, n_timestamps: int, before: int, after: in
     # reach: a window longer than the clip then costs no more than the clip.
     before, after = min(before, n_timestamps - 1), min(after, T - 1)
     width = before + after + 1
+    k = torch.arange(n_timestamps, device=frames.device)
+    hi, lo = (k + after + 1).clamp(max=T), (k - before).clamp(min=0)
+    count = (hi - lo).to(torch.float64)[:, None]
+    n_rows = min(T, POOL_BLOCK + width)  # frames one block touches, at most
+    csum = frames.new_empty(n_rows + 1, D, dtype=torch.float64)  # csum[j] = sum of frames[:f0 + j]
     out = frames.new_empty(B, n_timestamps, D)
     for i in range(B):
-        carry = frames.new_zeros(1, D, dtype=torch.float64)  # running sum of frames[:f0]
+        csum[0].zero_()
+        f0 = 0
         for k0 in range(0, n_timestamps, POOL_BLOCK):
             k1 = min(n_timestamps, k0 + POOL_BLOCK)
-            f0, f1 = max(0, k0 - before), min(T, k1 + after)  # frames this block touches
-            csum = torch.cumsum(torch.cat([carry, frames[i, f0:f1].double()]), dim=0)  # csum[j] = sum frames[:f0 + j]
-            k = torch.arange(k0, k1, device=frames.device)
-            hi, lo = (k + after + 1).clamp(max=T) - f0, (k - before).clamp(min=0) - f0
-            mean = (csum.index_select(0, hi) - csum.index_select(0, lo)).div_((hi - lo).to(torch.float64)[:, None])
-            seg = F.pad(frames[i, f0:f1], (0, 0, max(0, before - k0), max(0, k1 + after - T)), value=float("-inf"))
+            f1 = min(T, k1 + after)  # this block's windows touch frames [f0, f1)
+            run = csum[: f1 - f0 + 1]
+            run[1:].copy_(frames[i, f0:f1])
+            run.cumsum_(dim=0)  # sequential per column: the same sums as over the whole clip
+            mean = (run.index_select(0, hi[k0:k1] - f0) - run.index_select(0, lo[k0:k1] - f0)).div_(count[k0:k1])
+            pad_l, pad_r = max(0, before - k0), max(0, k1 + after - T)
+            seg = frames[i, f0:f1]
+            if pad_l or pad_r:  # the clip's ends: windows are clipped there
+                seg = F.pad(seg, (0, 0, pad_l, pad_r), value=float("-inf"))
             torch.add(mean, sliding_max(seg, width), out=out[i, k0:k1])  # float64 + float32 -> float32 out
-            nxt = max(0, k1 - before)  # the next block's f0
-            carry = csum[nxt - f0 : nxt - f0 + 1]
+            nxt = max(0, k1 - before)  # the next block's f0; its running sum starts from csum at nxt
+            csum[0].copy_(run[nxt - f0])
+            f0 = nxt
     return out
 
 
