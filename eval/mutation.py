@@ -32,12 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # module -> the fast tests that exercise it (files, or file::test ids).
 MODULES: dict[str, list[str]] = {
     "frontend": ["tests/test_mut_frontend.py"],
-    "embed": ["tests/test_hear_api.py", "tests/test_mut_embed.py"],
+    "embed": ["tests/test_mut_embed.py", "tests/test_hear_api.py"],
     "hear_api": ["tests/test_hear_api.py", "tests/test_bad_input.py"],
     "checkpoint": ["tests/test_checkpoint.py", "tests/test_bad_input.py", "tests/test_mut_checkpoint.py"],
-    "train/barlow": ["tests/test_train_loss.py", "tests/test_mut_barlow.py"],
+    "train/barlow": ["tests/test_mut_barlow.py", "tests/test_train_loss.py"],
     "train/augment": ["tests/test_train_augment.py", "tests/test_mut_augment.py"],
-    "train/optim": ["tests/test_train_optim.py", "tests/test_mut_optim.py"],
+    "train/optim": ["tests/test_mut_optim.py", "tests/test_train_optim.py"],
     "train/loop": ["tests/test_train_loop.py", "tests/test_mut_loop.py"],
 }
 # mutmut's exit-code statuses that count as detected.
@@ -76,8 +76,12 @@ def prepare(module: str, work: Path) -> Path:
 
 def run(module: str, work: Path, children: int) -> None:
     d = prepare(module, work)
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
-               PYTHONPATH=str(d / "mutants"), CUDA_VISIBLE_DEVICES="")
+    # No PYTHONPATH: mutmut puts mutants/ first on sys.path itself (a PYTHONPATH
+    # entry for it, made before the folder exists, is cached as empty and lets
+    # the unmutated install win). Tests that run hear_abt in a subprocess would
+    # not see the mutants, so MODULES lists in-process tests only.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), CUDA_VISIBLE_DEVICES="")
     print(f"== {module}: mutmut run in {d}", flush=True)
     # Not `python -m mutmut`: that loads mutmut.__main__ twice (as __main__ and
     # from the mutants' trampolines), and the copy that records which tests
