@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # module -> the fast tests that exercise it (files, or file::test ids).
 MODULES: dict[str, list[str]] = {
     "frontend": ["tests/test_mut_frontend.py"],
-    "embed": ["tests/test_mut_embed.py", "tests/test_hear_api.py"],
-    "hear_api": ["tests/test_hear_api.py", "tests/test_bad_input.py"],
+    "embed": ["tests/test_mut_embed.py"],
+    "hear_api": ["tests/test_bad_input.py", "tests/test_mut_hear_api.py"],
     "checkpoint": ["tests/test_checkpoint.py", "tests/test_bad_input.py", "tests/test_mut_checkpoint.py"],
     "train/barlow": ["tests/test_mut_barlow.py", "tests/test_train_loss.py"],
     "train/augment": ["tests/test_train_augment.py", "tests/test_mut_augment.py"],
