@@ -78,6 +78,7 @@ def test_build_optimizer_groups_and_base_lr():
     assert [p.shape for p in gw["params"]] == [(4, 3)] and len(gb["params"]) == 3
     assert (gw["lr"], gw["base_lr"], gw["weight_decay"], gw["lars"], gw["momentum"], gw["eta"]) == (0.3, 0.3, 2e-5, True, 0.8, 0.002)
     assert (gb["lr"], gb["base_lr"], gb["weight_decay"], gb["lars"], gb["momentum"], gb["eta"]) == (0.003, 0.003, 0.0, False, 0.8, 0.002)
+    assert set(gw) == set(gb) == {"params", "lr", "base_lr", "weight_decay", "momentum", "eta", "lars"}
     adam = build_optimizer(m, TrainConfig(optimizer="adamw", adamw_lr=1e-4, batch_size=256, adamw_weight_decay=0.06))
     assert isinstance(adam, torch.optim.AdamW)
     gw, gb = adam.param_groups
@@ -87,7 +88,7 @@ def test_build_optimizer_groups_and_base_lr():
 
 def test_lr_factor_values():
     assert [lr_factor(s, 100, 4) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
-    assert lr_factor(4, 100, 4) == 1.0
+    assert lr_factor(4, 100, 4) == 1.0 and lr_factor(0, 100, 1) == 1.0
     assert lr_factor(52, 100, 4, 0.0) == pytest.approx(0.5)  # half-way through the cosine
     assert lr_factor(52, 100, 4, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
     assert lr_factor(100, 100, 4) == pytest.approx(0.001) and lr_factor(500, 100, 4) == pytest.approx(0.001)
