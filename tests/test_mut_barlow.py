@@ -61,7 +61,8 @@ def test_all_reduce_is_identity_without_a_process_group():
     assert all_reduce_sum(x) is x
 
 
-@pytest.mark.parametrize("sizes, kinds", [([7], ["Linear"]), ([8, 6, 5], ["Linear", "BatchNorm1d", "ReLU"] * 2 + ["Linear"])])
+@pytest.mark.parametrize("sizes, kinds", [([7], ["Linear"]), ([8, 6, 5], ["Linear", "BatchNorm1d", "ReLU"] * 2 + ["Linear"]),
+                                          ([8, 6, 7, 5], ["Linear", "BatchNorm1d", "ReLU"] * 3 + ["Linear"])])
 def test_projector_layers(sizes, kinds):
     p = build_projector(5, sizes)
     assert [type(m).__name__ for m in p] == kinds
