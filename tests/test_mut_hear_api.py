@@ -123,3 +123,48 @@ def test_scene_and_timestamps_do_not_track_gradients(model, example_wav):
     x = example_wav[None, :4000].clone().requires_grad_()
     assert not hear_abt.get_scene_embeddings(x, model).requires_grad
     assert not hear_abt.get_timestamp_embeddings(x, model)[0].requires_grad
+
+
+def test_default_checkpoint_path_prefers_the_installed_layout(tmp_path, monkeypatch):
+    """An installed wheel has hear_abt/checkpoints/; a source checkout has
+    checkpoints/ beside hear_abt/; with neither, the wheel's path is named."""
+    pkg = tmp_path / "hear_abt"
+    pkg.mkdir()
+    monkeypatch.setattr(api, "__file__", str(pkg / "hear_api.py"))
+    assert api.default_checkpoint_path() == pkg / "checkpoints" / "default.pt"
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "default.pt").write_bytes(b"x")
+    assert api.default_checkpoint_path() == tmp_path / "checkpoints" / "default.pt"
+    (pkg / "checkpoints").mkdir()
+    (pkg / "checkpoints" / "default.pt").write_bytes(b"x")
+    assert api.default_checkpoint_path() == pkg / "checkpoints" / "default.pt"
+
+
+def test_load_model_without_arguments_is_the_default():
+    m = hear_abt.load_model()
+    assert m.encoder_name == "audiontt" and not m.training and m.norm_mean != 0
+
+
+def brute(frames: torch.Tensor, centres: torch.Tensor, ts: torch.Tensor, window: float) -> torch.Tensor:
+    out = []
+    for t in ts.tolist():
+        inside = (centres >= t - window / 2) & (centres < t + window / 2)
+        sel = frames[inside] if inside.any() else frames[(centres - t).abs().argmin()][None]
+        out.append(sel.mean(0) + sel.amax(0))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("encoder, window", [("audiontt", 20.0), ("audiontt", 40.0), ("audiontt", 960.0), ("resnet18", 960.0)])
+def test_timestamp_pooling_paths(encoder, window, example_wav, tmp_path):
+    """The fast fixed-window path, the nearest-frame fallback (AudioNTT windows
+    narrower than a frame, or past the last frame) and the coarse-frame path."""
+    from hear_abt.cli import main
+
+    path = tmp_path / f"{encoder}.pt"
+    main(["init", "--encoder", encoder, "-o", str(path), "--seed", "1"])
+    m = hear_abt.load_model(str(path), timestamp_window_ms=window)
+    x = example_wav[None, :11000]  # 687.5 ms: the last timestamp (680) lies past the last AudioNTT frame
+    emb, ts = hear_abt.get_timestamp_embeddings(x, m)
+    frames = api._frames(x, m)[0].detach()
+    centres = m.frame_offset_ms + m.frame_ms * torch.arange(frames.shape[0], dtype=torch.float64)
+    torch.testing.assert_close(emb[0], brute(frames, centres, ts[0].double(), window), rtol=1e-4, atol=1e-5)
