@@ -224,10 +224,15 @@ def pool_clip(frames: torch.Tensor) -> torch.Tensor:
 # --- the whole route of a clip: hear_api calls one of the two functions below
 
 
-def _frames(model: "ABTModel", audio: torch.Tensor) -> torch.Tensor:
+def min_samples(model: "ABTModel") -> int:
+    """Shortest clip that yields one encoder frame; shorter ones are zero-padded."""
+    return (model.encoder.frame_stride - 1) * model.mel_config.hop_length
+
+
+def clip_frames(model: "ABTModel", audio: torch.Tensor) -> torch.Tensor:
     """[n, samples] -> [n, T', D]; clips shorter than one encoder frame get
     silence appended (their own samples are all kept)."""
-    short = (model.encoder.frame_stride - 1) * model.mel_config.hop_length - audio.shape[1]
+    short = min_samples(model) - audio.shape[1]
     if short > 0:
         audio = F.pad(audio, (0, short))
     return frame_features(model.frontend, model.encoder, model.norm_mean, model.norm_std, audio, model.chunk_frames)
@@ -260,7 +265,7 @@ def timestamp_embeddings(model: "ABTModel", audio: torch.Tensor) -> tuple[torch.
     n, d = audio.shape[0], model.timestamp_embedding_size
     if n == 0:
         return audio.new_zeros(0, len(ts), d), audio.new_zeros(0, len(ts))
-    emb = _pool_timestamps(model, _frames(model, audio), ts)
+    emb = _pool_timestamps(model, clip_frames(model, audio), ts)
     return emb, ts.expand(n, -1).contiguous()
 
 
@@ -272,4 +277,4 @@ def scene_embeddings(model: "ABTModel", audio: torch.Tensor) -> torch.Tensor:
         return timestamp_embeddings(model, audio)[0].mean(dim=1)
     if audio.shape[0] == 0:
         return audio.new_zeros(0, model.scene_embedding_size)
-    return pool_clip(_frames(model, audio))
+    return pool_clip(clip_frames(model, audio))

@@ -12,6 +12,7 @@ import torch
 
 import hear_abt
 import hear_abt.hear_api as api
+from hear_abt import embed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +84,7 @@ def test_empty_batches(model, rand_ckpt):
 
 @pytest.mark.parametrize("n, count", [(1, 1), (639, 1), (640, 2), (1279, 2), (1280, 3), (16000, 26), (16001, 26)])
 def test_timestamps_every_40ms_up_to_the_end(model, n, count):
-    ts = api._timestamps(n, model, torch.device("cpu"))
+    ts = embed.timestamps_ms(model, n, torch.device("cpu"))
     assert ts.dtype == torch.float32 and ts.tolist() == [40.0 * k for k in range(count)]
 
 
@@ -96,13 +97,13 @@ def test_timestamps_are_the_same_row_for_every_clip(model, example_wav):
 
 
 def test_short_clips_are_padded_to_one_frame(model, example_wav):
-    assert api._min_samples(model) == 480
+    assert embed.min_samples(model) == 480
     x = example_wav[None, 7000:7479]
     padded = torch.nn.functional.pad(x, (0, 1))
     torch.testing.assert_close(hear_abt.get_scene_embeddings(x, model), hear_abt.get_scene_embeddings(padded, model))
     y = example_wav[None, 7000:7480]  # exactly one frame: not padded
-    assert api._frames(y, model).shape == (1, 1, 3072)
-    assert api._frames(example_wav[None, :8000], model).shape == (1, 12, 3072)
+    assert embed.clip_frames(model, y).shape == (1, 1, 3072)
+    assert embed.clip_frames(model, example_wav[None, :8000]).shape == (1, 12, 3072)
 
 
 def test_eval_mode_restores_mode_and_disables_grad(model):
@@ -165,6 +166,6 @@ def test_timestamp_pooling_paths(encoder, window, example_wav, tmp_path):
     m = hear_abt.load_model(str(path), timestamp_window_ms=window)
     x = example_wav[None, :11000]  # 687.5 ms: the last timestamp (680) lies past the last AudioNTT frame
     emb, ts = hear_abt.get_timestamp_embeddings(x, m)
-    frames = api._frames(x, m)[0].detach()
+    frames = embed.clip_frames(m, x)[0].detach()
     centres = m.frame_offset_ms + m.frame_ms * torch.arange(frames.shape[0], dtype=torch.float64)
     torch.testing.assert_close(emb[0], brute(frames, centres, ts[0].double(), window), rtol=1e-4, atol=1e-5)
