@@ -176,3 +176,12 @@ def test_scene_pooling_timestamps_is_the_mean_of_timestamp_embeddings(rand_ckpt,
     mean_ts = hear_abt.get_timestamp_embeddings(x, alt)[0].mean(1)
     torch.testing.assert_close(hear_abt.get_scene_embeddings(x, alt), mean_ts)
     assert not torch.allclose(hear_abt.get_scene_embeddings(x, model), mean_ts, rtol=1e-2)
+
+
+def test_no_default_checkpoint_exact_message(monkeypatch, tmp_path):
+    monkeypatch.setattr(api, "default_checkpoint_path", lambda: tmp_path / "default.pt")
+    with pytest.raises(FileNotFoundError, match=exact(
+            "no default checkpoint is bundled with this hear-abt install, and load_model() never falls back to "
+            "random weights. Pass a checkpoint: load_model('model.pt') (hear-validator hear_abt --model model.pt); "
+            "make a random-weights one with `hear-abt init -o model.pt`, or train one with `python -m hear_abt.train`.")):
+        hear_abt.load_model("")
