@@ -37,8 +37,8 @@ def _write_audio(task_dir: Path, split: str, name: str, make) -> None:
 # task_specific_param_grid over the chosen grid), so these tiny tasks train
 # a one-hidden-layer MLP at a rate that learns them, and the driver test can
 # ask for scores well above chance.
-TINY_GRID = {"lr": [3.2e-3], "max_epochs": [30], "check_val_every_n_epoch": [3], "patience": [20],
-             "hidden_layers": [1], "hidden_dim": [128]}
+TINY_GRID = {"lr": [1e-2], "max_epochs": [100], "check_val_every_n_epoch": [5], "patience": [20],
+             "hidden_layers": [1], "hidden_dim": [256]}
 
 
 def _write_metadata(task_dir: Path, labels: list[str], **meta) -> None:

@@ -169,3 +169,20 @@ def test_timestamp_pooling_paths(encoder, window, example_wav, tmp_path):
     frames = embed.clip_frames(m, x)[0].detach()
     centres = m.frame_offset_ms + m.frame_ms * torch.arange(frames.shape[0], dtype=torch.float64)
     torch.testing.assert_close(emb[0], brute(frames, centres, ts[0].double(), window), rtol=1e-4, atol=1e-5)
+
+
+def test_scene_pooling_timestamps_is_the_mean_of_timestamp_embeddings(rand_ckpt, model, example_wav):
+    x = example_wav[None, :12000]
+    alt = hear_abt.load_model(str(rand_ckpt), scene_pooling="timestamps")
+    mean_ts = hear_abt.get_timestamp_embeddings(x, alt)[0].mean(1)
+    torch.testing.assert_close(hear_abt.get_scene_embeddings(x, alt), mean_ts)
+    assert not torch.allclose(hear_abt.get_scene_embeddings(x, model), mean_ts, rtol=1e-2)
+
+
+def test_no_default_checkpoint_exact_message(monkeypatch, tmp_path):
+    monkeypatch.setattr(api, "default_checkpoint_path", lambda: tmp_path / "default.pt")
+    with pytest.raises(FileNotFoundError, match=exact(
+            "no default checkpoint is bundled with this hear-abt install, and load_model() never falls back to "
+            "random weights. Pass a checkpoint: load_model('model.pt') (hear-validator hear_abt --model model.pt); "
+            "make a random-weights one with `hear-abt init -o model.pt`, or train one with `python -m hear_abt.train`.")):
+        hear_abt.load_model("")
