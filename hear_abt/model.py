@@ -1,6 +1,7 @@
 """The module that load_model returns: frontend + fixed normalisation + encoder."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -39,8 +40,8 @@ class EmbeddingOptions:
     def __post_init__(self) -> None:
         if self.scene_pooling not in ("clip", "timestamps"):
             raise ValueError(f"scene_pooling must be 'clip' or 'timestamps', got {self.scene_pooling!r}")
-        if not (float(self.timestamp_window_ms) > 0):
-            raise ValueError(f"timestamp_window_ms must be > 0, got {self.timestamp_window_ms!r}")
+        if not (0 < float(self.timestamp_window_ms) < math.inf):
+            raise ValueError(f"timestamp_window_ms must be a finite number > 0, got {self.timestamp_window_ms!r}")
         if not (float(self.chunk_seconds) >= 1):
             raise ValueError(f"chunk_seconds must be >= 1, got {self.chunk_seconds!r}")
 

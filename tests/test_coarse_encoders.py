@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -76,6 +75,34 @@ def test_windows_pool_the_frames_whose_centres_they_hold(window, coarse_ckpts, e
         torch.testing.assert_close(emb[0, k], sel.mean(0) + sel.amax(0), rtol=1e-4, atol=1e-5)
 
 
+def reference_pooling(frames, centres, ts, window):
+    """Brute force: the frames centred in [t - w/2, t + w/2), else the nearest one."""
+    out = []
+    for t in ts.tolist():
+        inside = (centres >= t - window / 2) & (centres < t + window / 2)
+        sel = frames[inside] if inside.any() else frames[(centres - t).abs().argmin()][None]
+        out.append(sel.mean(0) + sel.amax(0))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("name", ["audiontt", "resnet18", "vitc_tiny"])
+@pytest.mark.parametrize("window", [1.0, 10.0, 30.0, 40.0, 50.0, 100.0, 960.0, 3700.0])
+def test_any_window_from_1ms_to_the_clip_length(name, window, coarse_ckpts, example_wav):
+    """Issue 18 bug 1: windows at or below 30 ms raised IndexError on AudioNTT,
+    and at 40 ms its last timestamps (past the last frame) were NaN. Every
+    window and clip length gives finite embeddings equal to brute-force pooling."""
+    model = hear_abt.load_model(coarse_ckpts(name), timestamp_window_ms=window)
+    for n in (10, 8000, 16000 + 37, 33333, len(example_wav)):  # 0.6 ms to 3.7 s
+        x = example_wav[None, :n]
+        emb, ts = hear_abt.get_timestamp_embeddings(x, model)
+        assert torch.isfinite(emb).all(), (n, window)
+        pad = max(0, (model.encoder.frame_stride - 1) * 160 - n)  # what the API does to short clips
+        frames = one_pass_frames(model, torch.nn.functional.pad(x, (0, pad)))[0]
+        centres = model.frame_offset_ms + model.frame_ms * torch.arange(frames.shape[0], dtype=torch.float64)
+        ref = reference_pooling(frames, centres, ts[0].double(), window)
+        torch.testing.assert_close(emb[0], ref, rtol=1e-4, atol=1e-5)
+
+
 def test_window_index_edges():
     t = torch.tensor([0.0, 40.0, 3000.0])
     lo, hi = window_index(t, frame_ms=320.0, offset_ms=155.0, window_ms=960.0, n_frames=9)
@@ -111,15 +138,22 @@ def test_chunked_equals_one_pass(name, seconds, chunk, coarse_ckpts, example_wav
 
 
 def test_vitc_embeds_a_120s_clip(coarse_ckpts, example_wav):
-    """Longer than its 96-frame pretraining input: 96-frame segments, one pass each."""
+    """Longer than its 96-frame pretraining input: 96-frame segments, one pass
+    each, so attention never spans the clip (cost linear in its length). Its
+    speed is a benchmark figure, not a test: `python eval/bench_embed.py
+    --encoder vitc_tiny --quick` (README's encoder table)."""
     model = hear_abt.load_model(coarse_ckpts("vitc_tiny"))
     x = example_wav.repeat(33)[: 120 * 16000][None]
-    t0 = time.perf_counter()
     emb, ts = hear_abt.get_timestamp_embeddings(x, model)
-    took = time.perf_counter() - t0
     assert emb.shape == (1, 3001, 192) and ts[0, -1] == 120000.0 and torch.isfinite(emb).all()
     assert np.allclose(np.diff(ts[0].numpy()), 40.0)
-    assert took < 180, f"{took:.0f} s for 120 s of audio"  # ~20 s on 2 busy cores
+    # Segments are independent: new audio in the first second (mel frames < 104,
+    # segments 0-1, output frames < 24) leaves every later frame as it was.
+    y = x.clone()
+    y[:, :16000] = torch.rand(16000, generator=torch.Generator().manual_seed(0)) - 0.5
+    fx, fy = one_pass_frames(model, x[:, : 10 * 16000]), one_pass_frames(model, y[:, : 10 * 16000])
+    assert (fx[:, :24] - fy[:, :24]).abs().amax() > 0.1
+    torch.testing.assert_close(fx[:, 24:], fy[:, 24:], rtol=1e-5, atol=1e-5)
 
 
 def test_shortest_clip(coarse_ckpts, example_wav):

@@ -188,7 +188,10 @@ def test_driver_runs_resumes_and_collects(tiny_tasks, tmp_path):
     data = json.loads((tmp_path / "naive" / "scores.json").read_text())
     scene = data["tasks"]["tiny_scene-v1.0-full"]
     assert scene["group"] == "music" and set(scene["folds"]) == {"fold00", "fold01", "fold02"}
-    assert 0.0 <= scene["mean"] <= 1.0
+    # Three pitches, trivially separable: chance is 1/3. With the tasks' own
+    # grid (tests/_tiny_hear.py TINY_GRID) the folds scored 1.0, 0.89, 1.0
+    # (2026-11-27); a pipeline that mixed up labels or clips stays near 1/3.
+    assert scene["mean"] >= 0.8 and min(scene["folds"].values()) >= 0.6, scene
     assert data["tasks"]["tiny_event-v1.0-full"]["group"] == "event"
 
     again = subprocess.run(cmd, capture_output=True, text=True, env=_env())

@@ -66,6 +66,20 @@ def test_timestamp_embedding_is_windowed_mean_plus_max(model, example_wav):
         torch.testing.assert_close(emb[0, k], sel.mean(0) + sel.amax(0), rtol=1e-4, atol=1e-5)
 
 
+def test_scene_embedding_is_mean_plus_max_of_the_frames(rand_ckpt, model, example_wav):
+    """The paper's clip pooling, value for value: the same frames, pooled the
+    same way, give the same bits (one process, one thread setting); a chunked
+    pass (1 s chunks) equals it to float32 rounding."""
+    x = torch.stack([example_wav, 0.5 * example_wav.flip(0)])
+    with torch.no_grad():
+        frames = frame_features(model.frontend, model.encoder, model.norm_mean, model.norm_std, x, model.chunk_frames)
+    scene = hear_abt.get_scene_embeddings(x, model)
+    assert torch.equal(scene, frames.mean(dim=1) + frames.amax(dim=1))
+    assert not torch.allclose(scene, frames.mean(dim=1), rtol=0.1) and not torch.allclose(scene, frames.amax(dim=1), rtol=0.1)
+    chunked = hear_abt.load_model(str(rand_ckpt), chunk_seconds=1)
+    torch.testing.assert_close(hear_abt.get_scene_embeddings(x, chunked), scene, rtol=1e-5, atol=1e-5)
+
+
 def test_scene_pooling_option(rand_ckpt, model, example_wav):
     alt = hear_abt.load_model(str(rand_ckpt), scene_pooling="timestamps")
     x = example_wav[None]
@@ -79,6 +93,12 @@ def test_unknown_option_is_rejected(rand_ckpt):
         hear_abt.load_model(str(rand_ckpt), scene_poling="clip")
     with pytest.raises(ValueError, match="scene_pooling"):
         hear_abt.load_model(str(rand_ckpt), scene_pooling="median")
+
+
+@pytest.mark.parametrize("window", [0.0, -40.0, float("inf"), float("nan")])
+def test_window_must_be_finite_and_positive(rand_ckpt, window):
+    with pytest.raises(ValueError, match="timestamp_window_ms must be a finite number > 0"):
+        hear_abt.load_model(str(rand_ckpt), timestamp_window_ms=window)
 
 
 def test_long_clip_chunks_equal_one_pass(rand_ckpt, example_wav):
