@@ -34,7 +34,7 @@ MODULES: dict[str, list[str]] = {
     "frontend": ["tests/test_mut_frontend.py"],
     "embed": ["tests/test_mut_embed.py"],
     "hear_api": ["tests/test_bad_input.py", "tests/test_mut_hear_api.py"],
-    "checkpoint": ["tests/test_mut_checkpoint.py", "tests/test_checkpoint.py"],
+    "checkpoint": ["tests/test_mut_checkpoint.py", "tests/test_checkpoint.py", "tests/test_bad_input.py"],
     "train/barlow": ["tests/test_mut_barlow.py", "tests/test_train_loss.py"],
     "train/augment": ["tests/test_mut_augment.py", "tests/test_train_augment.py"],
     "train/optim": ["tests/test_mut_optim.py", "tests/test_train_optim.py"],
