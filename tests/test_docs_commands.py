@@ -50,7 +50,7 @@ def documented_commands() -> list[tuple[str, list[str]]]:
 def entry_point(argv: list[str]) -> tuple[tuple[str, str], list[str], list[str]]:
     """((kind, name), the entry point's own args, a launcher's args (torchrun's))."""
     launcher: list[str] = []
-    if argv[0] == "torchrun":
+    if argv[0] == "torchrun" and "-m" in argv:  # prose may name torchrun's own options alone
         i = argv.index("-m")
         launcher, argv = argv[1:i], ["python", *argv[i:]]
     if argv[0] in ("python", "python3"):

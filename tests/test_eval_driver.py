@@ -258,11 +258,12 @@ def test_linear_probe_reads_embeddings_in_label_order(minihear_small, tmp_path):
     bad = linear_probe.probe_scores(minihear_small, tmp_path, "shuffled")
     assert good[folder] > 0.95
     assert bad[folder] < 0.4
-    # The table's %↑RAND column is the mean relative gain over the --random-tag row.
+    # The table's last two columns: the mean relative gain (%↑RAND) and the mean gap closed over the --random-tag row.
     out = tmp_path / "probe.md"
     assert linear_probe.main(["encodes", "shuffled", "--tasks-dir", str(minihear_small),
                               "--results-dir", str(tmp_path), "--random-tag", "shuffled", "--out", str(out)]) == 0
     rows = {line.split(" | ")[0].strip("| "): line for line in out.read_text().splitlines()[2:]}
-    expected = 100 * (good[folder] - bad[folder]) / bad[folder]
-    assert rows["encodes"].rstrip(" |").endswith(f"{expected:+.1f}%")
-    assert rows["shuffled"].rstrip(" |").endswith("+0.0%")
+    gain = 100 * (good[folder] - bad[folder]) / bad[folder]
+    gap = 100 * (good[folder] - bad[folder]) / (1 - bad[folder])
+    assert rows["encodes"].rstrip(" |").endswith(f"{gain:+.1f}% | {gap:+.1f}%")
+    assert rows["shuffled"].rstrip(" |").endswith("+0.0% | +0.0%")

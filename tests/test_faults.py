@@ -429,7 +429,7 @@ def test_eval_killed_mid_embeddings_and_mid_predictions_scores_as_uninterrupted(
                 ready = lambda: "predictions ..." in log.read_text() and any(  # noqa: E731, B023 (called at once)
                     p.name in ("hparams.yaml", "metrics.csv") or p.suffix == ".ckpt" for p in work.rglob("*"))
             assert _wait_for(ready, proc, timeout=600), log.read_text() + "\n".join(map(str, work.rglob("*")))
-            time.sleep(random.Random(f"{SEED}{phase}").uniform(0.0, 0.1 if phase == "embeddings" else 1.0))
+            time.sleep(random.Random(f"{SEED}{phase}").uniform(0.0, 0.1 if phase == "embeddings" else 0.3))
             runners = _children(proc.pid)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=60)
