@@ -42,7 +42,7 @@ def documented_commands() -> list[tuple[str, list[str]]]:
                     if cmd:
                         out.append((f.name, cmd))
                     cmd = []
-                elif t:
+                elif t and not (not cmd and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", t)):  # a leading VAR=value sets the environment
                     cmd.append(t)
     return out
 
