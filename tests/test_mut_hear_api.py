@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_coarse_encoders import reference_pooling  # one brute-force reference for both files
 
 import hear_abt
 import hear_abt.hear_api as api
@@ -145,13 +146,6 @@ def test_load_model_without_arguments_is_the_default():
     assert m.encoder_name == "audiontt" and not m.training and m.norm_mean != 0
 
 
-def brute(frames: torch.Tensor, centres: torch.Tensor, ts: torch.Tensor, window: float) -> torch.Tensor:
-    out = []
-    for t in ts.tolist():
-        inside = (centres >= t - window / 2) & (centres < t + window / 2)
-        sel = frames[inside] if inside.any() else frames[(centres - t).abs().argmin()][None]
-        out.append(sel.mean(0) + sel.amax(0))
-    return torch.stack(out)
 
 
 @pytest.mark.parametrize("encoder, window", [("audiontt", 20.0), ("audiontt", 40.0), ("audiontt", 960.0), ("resnet18", 960.0)])
@@ -167,7 +161,7 @@ def test_timestamp_pooling_paths(encoder, window, example_wav, tmp_path):
     emb, ts = hear_abt.get_timestamp_embeddings(x, m)
     frames = embed.clip_frames(m, x)[0].detach()
     centres = m.frame_offset_ms + m.frame_ms * torch.arange(frames.shape[0], dtype=torch.float64)
-    torch.testing.assert_close(emb[0], brute(frames, centres, ts[0].double(), window), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(emb[0], reference_pooling(frames, centres, ts[0].double(), window), rtol=1e-4, atol=1e-5)
 
 
 def test_scene_pooling_timestamps_is_the_mean_of_timestamp_embeddings(rand_ckpt, model, example_wav):

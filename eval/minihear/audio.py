@@ -67,6 +67,17 @@ def speed(x: np.ndarray, factor: float) -> np.ndarray:
     return resample(x, max(1, int(round(x.size / factor)))).astype(np.float32)
 
 
+def place(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Put x at a random offset inside n samples (random crop if x is longer)."""
+    if x.size >= n:
+        s = int(rng.integers(0, x.size - n + 1))
+        return x[s : s + n].copy()
+    out = np.zeros(n, np.float32)
+    s = int(rng.integers(0, n - x.size + 1))
+    out[s : s + x.size] = x
+    return out
+
+
 def rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)) + 1e-12))
 

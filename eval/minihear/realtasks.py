@@ -57,15 +57,6 @@ def _src(r: dict) -> real.RealSource:
     return real.RealSource(r["package"], r["path"], r["member"], r["kind"], r["root"])
 
 
-def _place(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    if x.size >= n:
-        s = int(rng.integers(0, x.size - n + 1))
-        return x[s : s + n].copy()
-    out = np.zeros(n, np.float32)
-    s = int(rng.integers(0, n - x.size + 1))
-    out[s : s + x.size] = x
-    return out
-
 
 # ---------------------------------------------------------------- spoken digits
 
@@ -85,7 +76,7 @@ def _digits_plan(seed: int, small: bool) -> list[Clip]:
 def _digits_render(clip: Clip, cache: Path | None) -> np.ndarray:
     rng = clip_rng(clip)
     x = audio.speed(real.decode(_src(clip["recipe"])), float(rng.uniform(0.9, 1.1)))
-    return audio.nuisance(_place(x, int(1.5 * audio.SR), rng), rng, snr_db=(10, 40), reverb_prob=0.3)
+    return audio.nuisance(audio.place(x, int(1.5 * audio.SR), rng), rng, snr_db=(10, 40), reverb_prob=0.3)
 
 
 # ---------------------------------------------------------------- fillets speaker
@@ -113,7 +104,7 @@ def _fillets_plan(seed: int, small: bool) -> list[Clip]:
 def _fillets_render(clip: Clip, cache: Path | None) -> np.ndarray:
     rng = clip_rng(clip)
     x = real.decode(_src(clip["recipe"]))
-    return audio.nuisance(_place(x, int(FILLETS_S * audio.SR), rng), rng, snr_db=(-5, 15), reverb_prob=0.5)
+    return audio.nuisance(audio.place(x, int(FILLETS_S * audio.SR), rng), rng, snr_db=(-5, 15), reverb_prob=0.5)
 
 
 # ---------------------------------------------------------------- game soundtrack

@@ -23,16 +23,6 @@ def _voice(rng: np.random.Generator, role: str) -> dict:
     }
 
 
-def _place(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Put x at a random offset inside n samples (random crop if x is longer)."""
-    if x.size >= n:
-        s = int(rng.integers(0, x.size - n + 1))
-        return x[s : s + n].copy()
-    out = np.zeros(n, np.float32)
-    s = int(rng.integers(0, n - x.size + 1))
-    out[s : s + x.size] = x
-    return out
-
 
 def _plan(name: str, sizes: dict[str, int], labels: list[str], seed: int, make) -> list[Clip]:
     clips = []
@@ -61,7 +51,7 @@ def _kws_plan(seed: int, small: bool) -> list[Clip]:
 def _kws_render(clip: Clip, cache: Path) -> np.ndarray:
     r, rng = clip["recipe"], clip_rng(clip)
     x = sources.speak(r["text"], r["lang"], r["variant"], r["wpm"], r["pitch"])
-    return audio.nuisance(_place(x, audio.SR, rng), rng, snr_db=(-5, 20))
+    return audio.nuisance(audio.place(x, audio.SR, rng), rng, snr_db=(-5, 20))
 
 
 # ---------------------------------------------------------------- language id
@@ -81,7 +71,7 @@ def _lid_plan(seed: int, small: bool) -> list[Clip]:
 def _lid_render(clip: Clip, cache: Path) -> np.ndarray:
     r, rng = clip["recipe"], clip_rng(clip)
     x = sources.speak(r["text"], r["lang"], r["variant"], r["wpm"], r["pitch"])
-    return audio.nuisance(_place(x, 3 * audio.SR, rng), rng, snr_db=(0, 25))
+    return audio.nuisance(audio.place(x, 3 * audio.SR, rng), rng, snr_db=(0, 25))
 
 
 # ---------------------------------------------------------------- speaker count
