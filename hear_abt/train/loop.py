@@ -16,6 +16,7 @@ process and N processes compute the same thing up to float summation order.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -195,7 +196,7 @@ def resolve_resume_config(saved: dict, given: TrainConfig, given_keys: set[str])
 
 def _atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8", newline="")
     os.replace(tmp, path)
 
 
@@ -251,12 +252,11 @@ class _Logger:
         if self.path.exists():  # drop rows logged after the state we resume from, and any cut short by a kill
             with self.path.open(newline="") as f:
                 rows = [r for r in csv.DictReader(f) if _complete_row(r) and int(r["step"]) <= start_step]
-        tmp = run_dir / ".log.csv.tmp"
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, self.fields, extrasaction="ignore")  # columns of an earlier probe are dropped
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, self.path)
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, self.fields, extrasaction="ignore")  # columns of an earlier probe are dropped
+        w.writeheader()
+        w.writerows(rows)
+        _atomic_text(self.path, text.getvalue())
         self.history = [(int(r["step"]), float(r["loss"])) for r in rows if r.get("loss")]
         self.probe_cols = [c for c in self.fields if c.startswith("probe_") and c != "probe_s"]
         self.probe_history = [(int(r["step"]), {c: float(r[c]) for c in self.probe_cols})
