@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Everything one lent GPU call does, in order of value, each stage under its
+# own time limit so a slow stage cannot cost the others their results:
+#   1. log-mel cache of the packed corpus (gpu_corpus/, eval/pack_corpus.py);
+#   2. budgeted training runs (eval/gpu_train.py) -> $OUT/runs/NAME.pt, runs.json;
+#   3. the GPU check (eval/gpu_check.py) -> $OUT/gpu_check/gpu_check.{md,json}.
+# Needs: gpu_corpus/ and .whl/ (soundfile, cffi, pycparser, hearvalidator)
+# carried with the working tree. docs/gpu.md gives the preparation and the call.
+# Usage: bash scripts/gpu_lease.sh [TRAIN_BUDGET_S_PER_RUN] [CHECK_LIMIT_S]
+set -u
+: "${OUT:?set OUT to the folder whose files come back}"
+BUDGET=${1:-100}
+CHECK_LIMIT=${2:-240}
+CHECK_ONLY=${GPU_LEASE_CHECK_ONLY:-}  # e.g. "--only correctness --only train" to skip measured sections
+DEVICE=${GPU_LEASE_DEVICE:-cuda}
+BATCH=${GPU_LEASE_BATCH:-1024}
+export PYTHONUNBUFFERED=1 TQDM_DISABLE=1  # progress bars would fill the returned output
+t0=$(date +%s)
+stamp() { echo "[lease $(( $(date +%s) - t0 )) s] $*"; }
+
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+# hear-validator imports tensorflow at the top but, for a torch model, uses only
+# tf.Module in an isinstance test; the machine has no tensorflow, so a stub
+# with that one class lets the validator's torch path run unchanged.
+# The stub is seen by hear-validator alone (a wrapper puts it first on its path):
+# anything else that probes for tensorflow (torch's tensorboard writer) must not find it.
+mkdir -p /tmp/tfstub/tensorflow /tmp/vbin && echo 'class Module: pass' > /tmp/tfstub/tensorflow/__init__.py
+printf '#!/bin/sh\nPYTHONPATH=/tmp/tfstub:$PYTHONPATH exec /tmp/site/bin/hear-validator "$@"\n' > /tmp/vbin/hear-validator && chmod +x /tmp/vbin/hear-validator
+export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PATH="/tmp/vbin:/tmp/site/bin:$PATH"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -2
+python3 -c "import torch, torchaudio, soundfile; print('torch', torch.__version__, 'torchaudio', torchaudio.__version__, 'soundfile', soundfile.__version__, 'libsndfile', soundfile.__libsndfile_version__)" || exit 1
+
+stamp "1. log-mel cache"
+timeout 150 python3 -m hear_abt.train --data gpu_corpus --cache-dir /tmp/mels --prepare --set workers="$(nproc)" || exit 1
+CACHE=$(ls -d /tmp/mels/*/ | head -1)
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print({k: d[k] for k in d if k in ('n_clips', 'total_frames', 'skipped', 'norm_stats')})" "$CACHE/index.json"
+
+stamp "2. training runs, ${BUDGET} s each"
+timeout $(( 2 * BUDGET + 60 )) python3 eval/gpu_train.py --data "$CACHE" --out "$OUT/runs" --budget-s "$BUDGET" --device "$DEVICE" \
+  --set batch_size="$BATCH" --set amp=bf16 \
+  --run lr0.8:lr_weights=0.8,lr_biases=0.0192 \
+  --run lr1.6:lr_weights=1.6,lr_biases=0.0384
+stamp "training done (rc $?)"
+
+stamp "3. GPU check, at most ${CHECK_LIMIT} s"
+python3 eval/gpu_check.py --prepare --from-cache "$CACHE" --prepared /tmp/prep || exit 1
+timeout "$CHECK_LIMIT" python3 eval/gpu_check.py --device "$DEVICE" --prepared /tmp/prep --out "$OUT/gpu_check" $CHECK_ONLY
+stamp "GPU check done (rc $?)"

@@ -1,0 +1,117 @@
+"""The tools a lent GPU call uses: eval/pack_corpus.py (a corpus subset as
+Opus, to fit the 64 MiB that travels) and eval/gpu_train.py (runs sized by a
+wall-clock budget). Both run here on CPU, on small real audio."""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from eval import gpu_train, pack_corpus  # noqa: E402
+from hear_abt.cli import EXAMPLES_DIR  # noqa: E402
+
+
+def test_water_fill_gives_equal_shares_capped_by_what_a_group_has():
+    got = pack_corpus.water_fill({"a": 10.0, "b": 100.0, "c": 100.0}, 110.0)
+    assert got["a"] == 10.0 and got["b"] == pytest.approx(50.0) and got["c"] == pytest.approx(50.0)
+    assert pack_corpus.water_fill({"a": 1.0, "b": 2.0}, 5.0) == {"a": 1.0, "b": 2.0}  # everything fits
+
+
+def test_choose_keeps_small_groups_whole_and_is_deterministic():
+    rows = [{"file": f"m{i:03d}.wav", "kind": "music", "seconds": "10", "origin": "big"} for i in range(50)]
+    rows += [{"file": f"s{i}.wav", "kind": "speech", "seconds": "10", "origin": "small"} for i in range(3)]
+    chosen = pack_corpus.choose(rows, 100.0, seed=0)
+    assert {r["file"] for r in chosen if r["origin"] == "small"} == {"s0.wav", "s1.wav", "s2.wav"}
+    assert sum(r["origin"] == "big" for r in chosen) == 7  # 70 s of the 100 s budget
+    assert chosen == pack_corpus.choose(rows, 100.0, seed=0)
+    assert chosen != pack_corpus.choose(rows, 100.0, seed=1)
+
+
+def _corpus(folder: Path) -> Path:
+    """Six 16 kHz clips of the bundled real recording, in two (origin, kind) groups."""
+    x, sr = sf.read(EXAMPLES_DIR / "speech_and_bell.wav", dtype="float32")
+    folder.mkdir()
+    with (folder / "manifest.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "kind", "seconds", "sources", "origin"])
+        for i in range(6):
+            name = f"clip{i}.wav"
+            sf.write(folder / name, np.roll(x, 4000 * i), sr)
+            w.writerow([name, "speech" if i < 4 else "environment", f"{len(x) / sr:.3f}", "example", "pkg-a" if i < 4 else "pkg-b"])
+    return folder
+
+
+def test_pack_writes_decodable_opus_within_the_limit(tmp_path):
+    corpus = _corpus(tmp_path / "corpus")
+    out = tmp_path / "packed"
+    assert pack_corpus.main(["--corpus", str(corpus), "--out", str(out), "--mib", "0.5", "--workers", "1"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    files = sorted(out.glob("*.opus"))
+    assert report["clips"] == len(files) == 6  # 22 s of audio fit in 0.5 MiB
+    assert sum(f.stat().st_size for f in files) <= 0.5 * 2**20 and 5 < report["kbps"] < 40
+    y, sr = sf.read(files[0], dtype="float32")
+    assert sr == 16000 and abs(len(y) - 59000) < 1000 and np.abs(y).max() > 0.01
+    with (out / "manifest.csv").open() as f:
+        assert [r["path"] for r in csv.DictReader(f)] == [p.name for p in files]
+    with pytest.raises(SystemExit, match="exists"):
+        pack_corpus.main(["--corpus", str(corpus), "--out", str(out)])
+    with pytest.raises(SystemExit, match="manifest.csv"):
+        pack_corpus.main(["--corpus", str(tmp_path), "--out", str(tmp_path / "x")])
+
+
+def test_pack_drops_clips_until_the_limit_holds(tmp_path):
+    corpus = _corpus(tmp_path / "corpus")
+    out = tmp_path / "packed"
+    pack_corpus.main(["--corpus", str(corpus), "--out", str(out), "--mib", "0.09", "--workers", "1"])
+    files = list(out.glob("*.opus"))
+    assert 0 < len(files) < 6 and sum(f.stat().st_size for f in files) <= 0.09 * 2**20 - 64 * 1024
+
+
+def test_run_arguments_and_step_budget():
+    assert gpu_train.parse_run("lr0.8:lr_weights=0.8,lr_biases=0.0192") == ("lr0.8", {"lr_weights": "0.8", "lr_biases": "0.0192"})
+    for bad in (":lr_weights=1", "a/b:x=1", "a:lr_weights"):
+        with pytest.raises(SystemExit):
+            gpu_train.parse_run(bad)
+    assert gpu_train.steps_for(115.0, 1024.0, 128, 15.0) == 800
+    assert gpu_train.steps_for(10.0, 1024.0, 128, 15.0) == 10  # never fewer than 10
+
+
+def test_a_bad_run_config_stops_before_any_training(tmp_path):
+    with pytest.raises(SystemExit, match="--run b: config error"):
+        gpu_train.main(["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--budget-s", "5", "--device", "cpu",
+                        "--run", "a:lr_weights=0.2", "--run", "b:no_such_key=1"])
+    assert not (tmp_path / "out" / "runs.json").exists()
+
+
+@pytest.mark.slow
+def test_budgeted_runs_export_loadable_encoders(tmp_path):
+    """Two tiny runs on CPU: each is sized by the measured rate, exported as an
+    fp16 HEAR checkpoint, and summarised in runs.json."""
+    import hear_abt
+
+    corpus = _corpus(tmp_path / "corpus")
+    out = tmp_path / "out"
+    rc = gpu_train.main(["--data", str(corpus / "manifest.csv"), "--out", str(out), "--work", str(tmp_path / "work"),
+                         "--budget-s", "12", "--overhead-s", "4", "--device", "cpu",
+                         "--set", "batch_size=4", "--set", "projector=[64,32]", "--set", f"cache_dir={tmp_path / 'mels'}",
+                         "--run", "a:lr_weights=0.2", "--run", "b:lr_weights=0.4"])
+    assert rc == 0
+    summary = json.loads((out / "runs.json").read_text())
+    assert set(summary["runs"]) == {"a", "b"}
+    for name, lr in (("a", 0.2), ("b", 0.4)):
+        run = summary["runs"][name]
+        assert run["status"] == "ok" and run["steps"] >= 10 and run["config"]["lr_weights"] == lr
+        assert run["probe_samples_per_s"] > 0 and all(np.isfinite(float(r["loss"])) for r in run["log"])
+        model = hear_abt.load_model(str(out / f"{name}.pt"))
+        emb = hear_abt.get_scene_embeddings(torch.zeros(1, 16000), model)
+        assert emb.shape == (1, 3072) and torch.isfinite(emb).all()
+        assert not (tmp_path / "work" / name).exists()  # the GB-sized training state is not left behind
