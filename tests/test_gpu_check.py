@@ -29,7 +29,12 @@ def test_cpu_path_end_to_end(tmp_path):
     prep, out = tmp_path / "prep", tmp_path / "out"
     r = run("--prepare", "--prepared", str(prep), "--clips", "40")
     assert r.returncode == 0, r.stderr[-2000:]
-    r = run("--device", "cpu", "--quick", "--prepared", str(prep), "--out", str(out))
+    # the lease script's route: a second prepared folder over the cache that is already there
+    linked = tmp_path / "linked"
+    r = run("--prepare", "--from-cache", str(prep / "mel_cache"), "--prepared", str(linked))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (linked / "mel_cache").resolve() == (prep / "mel_cache").resolve()
+    r = run("--device", "cpu", "--quick", "--prepared", str(linked), "--out", str(out))
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     report = json.loads((out / "gpu_check.json").read_text())
     by_section: dict[str, list] = {}
@@ -44,3 +49,10 @@ def test_cpu_path_end_to_end(tmp_path):
     assert all(row["result"]["rtf_timestamp"] > 0 and row["result"]["rtf_scene"] > 0 for row in by_section["embed"])
     table = (out / "gpu_check.md").read_text()
     assert table.count("\n| ") == len(report["rows"]) + 1  # header + one line per row
+
+
+def test_from_cache_needs_prepare_and_a_cache(tmp_path):
+    r = run("--from-cache", str(tmp_path), "--device", "cpu", "--out", str(tmp_path / "out"))
+    assert r.returncode != 0 and "--from-cache applies to --prepare only" in r.stderr
+    r = run("--prepare", "--from-cache", str(tmp_path), "--prepared", str(tmp_path / "p"))
+    assert r.returncode != 0 and "not a log-mel cache folder" in r.stderr and not (tmp_path / "p").exists()
