@@ -14,7 +14,7 @@ CHECK_LIMIT=${2:-240}
 CHECK_ONLY=${GPU_LEASE_CHECK_ONLY:-}  # e.g. "--only correctness --only train" to skip measured sections
 DEVICE=${GPU_LEASE_DEVICE:-cuda}
 BATCH=${GPU_LEASE_BATCH:-1024}
-export PYTHONUNBUFFERED=1 TQDM_DISABLE=1  # progress bars would fill the returned output
+export PYTHONUNBUFFERED=1  # the whole log is in $OUT/lease.log (tee); the returned tail is mostly progress bars
 t0=$(date +%s)
 stamp() { echo "[lease $(( $(date +%s) - t0 )) s] $*"; }
 
