@@ -130,7 +130,11 @@ def _beats(row: Row, ref: Row, folders: list[str]) -> list[str]:
     return [f"{above}/{len(pairs)}", "—" if gain is None else f"{gain:+.1f}%", "—" if gap is None else f"{gap:+.1f}%"]
 
 
-def markdown(rows: list[Row], cols: dict[str, list[str]], runs: list[dict], random_tag: str) -> str:
+def markdown(rows: list[Row], cols: dict[str, list[str]], runs: list[dict], random_tag: str,
+             random_for: dict[str, str] | None = None) -> str:
+    """random_for: run tag -> the tag of its own random-weights reference (the
+    same encoder with *its* normalisation), used instead of random_tag."""
+    random_for = random_for or {}
     flat = [f for fs in cols.values() for f in fs]
     head = ["model", *[f"{short(f)} ({g})" for g, fs in cols.items() for f in fs], *[f"**{g}**" for g in cols]]
     sep = ["---"] * len(head)
@@ -156,16 +160,26 @@ def markdown(rows: list[Row], cols: dict[str, list[str]], runs: list[dict], rand
     out += ["", "## Scores", ""]
     out += table(lambda row: [_fmt(*row.get(f, (None, None))) for f in flat]
                  + [_fmt(group_mean(row, fs)) for fs in cols.values()])
-    ref = next((r for r in rows if r.name == random_tag and not r.paper), None)
-    out += ["", f"## %↑RAND (relative gain over `{random_tag}`)", ""]
-    if ref is None:
+    by_name = {r.name: r for r in rows if not r.paper}
+    missing = sorted({t for t in (random_tag, *random_for.values()) if t not in by_name} - ({random_tag} if random_for else set()))
+    if missing:
+        raise SystemExit(f"no run tagged {', '.join(missing)} in the results")
+    refs = {random_tag, *random_for.values()}
+    ref = by_name.get(random_tag)
+    out += ["", f"## %↑RAND (relative gain over `{random_tag}`" + (", or the run's own reference where named)" if random_for else ")"), ""]
+    if ref is None and not random_for:
         out.append(f"No run tagged `{random_tag}` yet: run the random-weights model with `--tag {random_tag}`.")
     else:
-        out += table(lambda row: None if row.paper or row is ref else
-                     [_gain(row.get(f, (None, None))[0], ref.get(f, (None, None))[0]) for f in flat]
-                     + [_gain(group_mean(row, fs), group_mean(ref, fs)) for fs in cols.values()]
-                     + _beats(row, ref, flat),
-                     extra=("tasks above random", "mean per-task %↑RAND", "mean gap closed"))
+        def gains(row: Row) -> list[str] | None:
+            own = by_name[random_for[row.name]] if row.name in random_for else ref
+            if row.paper or row.name in refs or own is None:
+                return None
+            cells = [_gain(row.get(f, (None, None))[0], own.get(f, (None, None))[0]) for f in flat]
+            cells += [_gain(group_mean(row, fs), group_mean(own, fs)) for fs in cols.values()]
+            return cells + _beats(row, own, flat) + ([own.name] if random_for else [])
+
+        out += table(gains, extra=("tasks above random", "mean per-task %↑RAND", "mean gap closed")
+                     + (("random reference",) if random_for else ()))
     out += ["", "— : no score (task not run, or undefined, e.g. onset F-measure with no predicted events).", ""]
     return "\n".join(out)
 
@@ -206,14 +220,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--results-dir", type=Path, default=EVAL_DIR / "results")
     p.add_argument("--random-tag", default="random", help="run that %%↑RAND is relative to")
+    p.add_argument("--random-for", action="append", default=[], metavar="RUN=RANDOM",
+                   help="give RUN its own random reference (random weights with RUN's normalisation); repeatable")
     args = p.parse_args(argv)
+    if any("=" not in m for m in args.random_for):
+        p.error("--random-for takes RUN=RANDOM_TAG")
+    random_for = dict(m.split("=", 1) for m in args.random_for)
     rows, tasks, runs = load_runs(args.results_dir)
     if not rows:
         sys.exit(f"no */scores.json under {args.results_dir}; run eval/run.py first")
     cols = ordered_columns(tasks)
     rows += paper_rows(tasks)
     md = args.results_dir / "leaderboard.md"
-    md.write_text(markdown(rows, cols, runs, args.random_tag))
+    md.write_text(markdown(rows, cols, runs, args.random_tag, random_for))
     pngs = plot_groups(rows, cols, args.results_dir)
     print("\n".join(map(str, [md, *pngs])))
     return 0

@@ -174,6 +174,16 @@ def test_leaderboard_has_paper_rows_group_means_and_gain_over_random(tmp_path):
     assert "| abt | +50.0% | +50.0% | +50.0% | +50.0% | 2/2 | +50.0% |" in md
     assert "| mixed | -25.0% | +60.0% | -25.0% | +60.0% | 1/2 | +17.5% |" in md
     assert (tmp_path / "leaderboard_env.png").stat().st_size > 1000
+    # a run with its own random reference (its normalisation) is compared with that one
+    _write_run(tmp_path, "random2", {"esc50-v2.0.0-full": 0.50, "beijing_opera-v1.0-hear2021-full": 0.60})
+    _write_run(tmp_path, "abt2", {"esc50-v2.0.0-full": 0.75, "beijing_opera-v1.0-hear2021-full": 0.80})
+    assert leaderboard.main(["--results-dir", str(tmp_path), "--random-tag", "random", "--random-for", "abt2=random2"]) == 0
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "| abt2 | +50.0% | +33.3% | +50.0% | +33.3% | 2/2 | +41.7% | +50.0% | random2 |" in md
+    assert "| abt | +50.0% | +50.0% | +50.0% | +50.0% | 2/2 | +50.0% | +41.7% | random |" in md
+    assert not re.search(r"^\| random2? \|", md.split("## %↑RAND")[1], re.M)  # references get no row of their own
+    with pytest.raises(SystemExit, match="nope"):
+        leaderboard.main(["--results-dir", str(tmp_path), "--random-for", "abt2=nope"])
     assert (tmp_path / "leaderboard_music.png").is_file()
 
 
