@@ -398,12 +398,16 @@ def test_logger_plots(tmp_path, monkeypatch, caplog):
     lg.plots(None, 0)  # nothing to draw yet
     assert FakeCanvas.made == [] and (tmp_path / "plots").is_dir()
     lg.history = [(1, 3.0), (2, 2.0)]
-    c = torch.linspace(-1, 1, 200 * 200).view(200, 200)
-    lg.plots(c, 2)
+    c = torch.linspace(-0.5, 1, 200 * 200).view(200, 200)  # the colour scale is fixed, not fitted to the data
+    import matplotlib
+
+    with matplotlib.rc_context({"font.size": 7}):  # the title size is set, not taken from the style
+        lg.plots(c, 2)
     loss, xc = FakeCanvas.made
     assert loss.path == str(tmp_path / "plots" / "loss.png") and xc.path == str(tmp_path / "plots" / "xcorr.png")
     assert tuple(loss.fig.get_size_inches()) == (6, 4) and len(loss.fig.axes) == 1
     ax = loss.fig.axes[0]
+    assert ax.get_subplotspec().get_geometry() == (1, 1, 0, 0)  # one panel filling the figure
     assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("step", "Barlow Twins loss", "loss to step 2")
     assert ax.lines[0].get_xdata().tolist() == [1, 2] and ax.lines[0].get_ydata().tolist() == [3.0, 2.0]
     assert ax.get_xgridlines()[0].get_visible() and ax.get_xgridlines()[0].get_alpha() == 0.3
@@ -424,6 +428,7 @@ def test_logger_plots(tmp_path, monkeypatch, caplog):
     lg.plots(None, 2)
     (fig,) = [m.fig for m in FakeCanvas.made]
     assert tuple(fig.get_size_inches()) == (11, 4) and len(fig.axes) == 2
+    assert [a.get_subplotspec().get_geometry() for a in fig.axes] == [(1, 2, 0, 0), (1, 2, 1, 1)]  # side by side
     ax = fig.axes[1]
     assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("step", "probe accuracy (test)", "online linear probe")
     assert [(ln.get_label(), ln.get_xdata().tolist(), ln.get_ydata().tolist(), ln.get_linewidth(), ln.get_marker()) for ln in ax.lines] == [
