@@ -484,10 +484,10 @@ def test_run_logs_each_row_with_the_lr_schedule_and_timing(make, clips, monkeypa
         assert opt.param_groups[0]["lr"] == opt.param_groups[0]["base_lr"] * factor
 
     monkeypatch.setattr(loop, "set_lr", spy)
-    cfg = make(steps=5, warmup_epochs=1.0, final_lr_factor=0.1, log_every=2, lambd=0.01)
+    cfg = make(steps=5, warmup_epochs=1.0, final_lr_factor=0.1, log_every=2, lambd=0.01, batch_size=3)
     s = loop.train(cfg)
     run = Path(cfg.run_dir)
-    assert factors == [lr_factor(k, 5, 2, 0.1) for k in range(5)]  # warm-up: 1 epoch = 8 // 4 steps
+    assert factors == [lr_factor(k, 5, 2, 0.1) for k in range(5)]  # warm-up: 1 epoch = 8 // 3 whole batches
     assert header(run) == loop.LOG_FIELDS
     got = rows(run)
     assert [int(r["step"]) for r in got] == [2, 4, 5]  # every log_every steps, and the last
@@ -497,12 +497,12 @@ def test_run_logs_each_row_with_the_lr_schedule_and_timing(make, clips, monkeypa
         assert float(r["wall_s"]) == k * (k + 1) / 2  # step k takes k fake seconds
         inv, red = float(r["invariance"]), float(r["redundancy"])
         assert inv > 0 and red > 0 and math.isclose(float(r["loss"]), inv + 0.01 * red, rel_tol=1e-4)
-    # samples/s counts steps 3.. only (the first two are warm-up): 4 x 2 / (3 + 4), then 4 x 3 / 12
-    assert got[0]["samples_per_s"] == "nan" and float(got[1]["samples_per_s"]) == 8 / 7 and float(got[2]["samples_per_s"]) == 1.0
-    assert s["samples_per_s"] == 1.0 and s["step"] == 5 and len(s["losses"]) == 5 and s["bad_steps"] == 0
+    # samples/s counts steps 3.. only (the first two are warm-up): 3 x 2 / (3 + 4), then 3 x 3 / 12
+    assert got[0]["samples_per_s"] == "nan" and float(got[1]["samples_per_s"]) == 6 / 7 and float(got[2]["samples_per_s"]) == 0.75
+    assert s["samples_per_s"] == 0.75 and s["step"] == 5 and len(s["losses"]) == 5 and s["bad_steps"] == 0
     assert s["exported"] == run / "encoder.pt" and s["run_dir"] == run and s["cache"] == clips[2]
     msgs = [r.getMessage() for r in caplog.records if r.name == LOGGER]
-    assert f"run {run}: 8 clips, 5 steps (2 per epoch, warm-up 2), 1 process(es) x 4, device cpu" in msgs
+    assert f"run {run}: 8 clips, 5 steps (2 per epoch, warm-up 2), 1 process(es) x 3, device cpu" in msgs
     assert msgs[-1] == f"exported the encoder to {run / 'encoder.pt'}"
     err = capfd.readouterr().err
     assert "train: 100%" in err and "5/5" in err and f"loss={s['losses'][-1]:.1f}, sps=1]" in err
@@ -734,3 +734,17 @@ def test_plots_follow_plot_every(make, monkeypatch):
     monkeypatch.setattr(loop._Logger, "plots", lambda self, c, step: steps.append((step, tuple(c.shape))))
     loop.train(make(steps=5, plot_every=2))
     assert steps == [(2, (32, 32)), (4, (32, 32)), (5, (32, 32))]
+
+
+def test_resume_sets_a_corrupt_state_aside(make, capfd):
+    """train(resume=True) quarantines a state that fails its checks (so the next
+    save cannot rotate it over the good one) and resumes from the previous state."""
+    cfg = make(steps=3, ckpt_every=1)
+    loop.train(cfg, stop_at=2)
+    cur, prev = loop.state_paths(cfg.run_dir)
+    cur.write_bytes(cur.read_bytes()[:100])
+    s = loop.train(cfg, resume=True)
+    assert s["step"] == 3 and len(s["losses"]) == 2  # steps 2 and 3 again, from the state of step 1
+    (aside,) = Path(cfg.run_dir).glob("state.pt.bad-*")
+    assert aside.stat().st_size == 100 and f"moved the bad file to {aside}" in capfd.readouterr().err
+    assert [loop.load_state(p)["step"] for p in (cur, prev)] == [3, 2]
