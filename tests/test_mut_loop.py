@@ -748,3 +748,41 @@ def test_resume_sets_a_corrupt_state_aside(make, capfd):
     (aside,) = Path(cfg.run_dir).glob("state.pt.bad-*")
     assert aside.stat().st_size == 100 and f"moved the bad file to {aside}" in capfd.readouterr().err
     assert [loop.load_state(p)["step"] for p in (cur, prev)] == [3, 2]
+
+
+def test_resume_keeps_the_run_id_of_the_state(make):
+    cfg = make(steps=2)
+    loop.train(cfg, stop_at=1)
+    run_id = loop.read_run_id(cfg.run_dir)
+    (Path(cfg.run_dir) / "run_id").unlink()  # lost (copied without it): the state still knows
+    loop.train(cfg, resume=True)
+    assert loop.read_run_id(cfg.run_dir) == run_id == loop.load_state(loop.state_path(cfg.run_dir))["run_id"]
+
+
+def test_a_failed_state_write_stops_and_says_what_survived(make, monkeypatch):
+    import errno
+
+    real, calls = loop.write_state, []
+
+    def full_on(n):
+        def write(st, d):
+            calls.append(st["step"])
+            if len(calls) == n:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(st, d)
+        return write
+
+    cfg = make(steps=4, ckpt_every=1)
+    run = Path(cfg.run_dir)
+    monkeypatch.setattr(loop, "write_state", full_on(1))
+    with pytest.raises(SystemExit) as e:
+        loop.train(cfg)
+    assert str(e.value) == (f"could not write the training state of step 1 in {run}: [Errno 28] No space left on device. "
+                            "The earlier states are intact (none saved yet); free some space and continue with --resume.")
+    shutil.rmtree(run)
+    calls.clear()
+    monkeypatch.setattr(loop, "write_state", full_on(3))
+    with pytest.raises(SystemExit) as e:
+        loop.train(cfg)
+    assert f"of step 3 in {run}: [Errno 28]" in str(e.value)
+    assert f"The earlier states are intact ({run / 'state.pt'}, {run / 'state.prev.pt'}); free some" in str(e.value)
