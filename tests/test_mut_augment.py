@@ -172,3 +172,86 @@ def test_abt_augment_order_and_forward():
     torch.testing.assert_close(out, fade.apply(crop.apply(mix.apply(x, p["mixup"]), p["crop"]), p["fader"]))
     torch.testing.assert_close(aug(x, gen(11)), out)
     torch.testing.assert_close(fade(x, gen(12)), fade.apply(x, fade.sample_params(3, gen(12))))
+
+
+# ---- added for the 2026-11-27 run's survivors (docs/mutation.md)
+
+def test_mixup_pick_of_one_stays_in_the_filled_part():
+    """pick is a fraction in [0, 1); a pick of exactly 1 (float rounding of
+    pick * count can reach count) must take the last filled entry, never the
+    empty slot after it."""
+    m = MixupBank(ratio=0.5, capacity=4)
+    bank = torch.randn(3, 1, 2, 5, generator=gen(20)) + 5.0  # 3 of 4 slots filled; slot 3 is zeros
+    m.push(bank)
+    x = torch.randn(1, 1, 2, 5, generator=gen(21))
+    r = torch.tensor([0.4], dtype=torch.float64)
+    out = m.apply(x, {"ratio": r, "pick": torch.tensor([1.0], dtype=torch.float64)})
+    last = m.apply(x, {"ratio": r, "pick": torch.tensor([0.99], dtype=torch.float64)})  # entry 2
+    torch.testing.assert_close(out, last)
+    torch.testing.assert_close(out, torch.log(0.6 * x.exp() + 0.4 * bank[2:3].exp()), rtol=1e-5, atol=1e-5)
+
+
+def test_mixup_ratio_zero_leaves_the_input_whatever_the_params():
+    m = MixupBank(ratio=0.0, capacity=4)
+    m.push(torch.randn(4, 1, 2, 5, generator=gen(22)))
+    x = torch.randn(2, 1, 2, 5, generator=gen(23))
+    params = {"ratio": torch.tensor([0.3, 0.6], dtype=torch.float64), "pick": torch.tensor([0.1, 0.7], dtype=torch.float64)}
+    assert m.apply(x, params) is x
+
+
+def test_half_precision_input_keeps_its_dtype():
+    """Under bf16 autocast the views are bf16 while the bank is float32: the
+    output must stay bf16 (the bank entry and the line are cast to x's dtype)."""
+    m = MixupBank(ratio=0.5, capacity=4)
+    m.push(torch.randn(4, 1, 2, 5, generator=gen(24)))
+    x = torch.randn(2, 1, 2, 5, generator=gen(25)).bfloat16()
+    params = {"ratio": torch.tensor([0.3, 0.4], dtype=torch.float64), "pick": torch.tensor([0.1, 0.9], dtype=torch.float64)}
+    assert m.bank.dtype == torch.float32 and m.apply(x, params).dtype == torch.bfloat16
+    f = RandomLinearFader()
+    out = f.apply(x, {"head": torch.tensor([1.0, -1.0], dtype=torch.float64), "tail": torch.tensor([0.5, 0.0], dtype=torch.float64)})
+    assert out.dtype == torch.bfloat16
+
+
+def test_fader_tail_spans_both_signs():
+    p = RandomLinearFader(gain=2.0).sample_params(500, gen(26))
+    assert p["tail"].min() < -1.9 and p["tail"].max() > 1.9 and p["head"].max() > 1.9
+
+
+def test_everything_runs_on_the_input_device():
+    """The 'meta' device stands in for a GPU: any tensor left on the CPU next to
+    a tensor on another device raises, so every parameter must follow x."""
+    meta = torch.device("meta")
+    x = torch.zeros(2, 1, 8, 12, device=meta)
+    aug = ABTAugment(MixupBank(ratio=0.4, capacity=4), RandomResizeCrop(), RandomLinearFader())
+    aug.mixup.push(torch.zeros(4, 1, 8, 12, device=meta))
+    out = aug.apply(x, aug.sample_params(2, gen(27)))
+    assert out.device == meta and out.shape == x.shape
+    st = MixupBank(capacity=4)
+    st.push(torch.randn(3, 1, 8, 12, generator=gen(28)))
+    moved = MixupBank(capacity=4)
+    moved.load_state(st.state(), device="meta")
+    assert moved.bank.device == meta and moved.bank.shape == (4, 1, 8, 12) and moved.count == 3
+
+
+def test_crop_is_bicubic_without_warnings_and_ignores_the_default_dtype():
+    """Bicubic interpolation overshoots at a step edge (bilinear never leaves
+    the input's range); torch warns when align_corners is left unset; and the
+    box maths stays float32 when a user switched torch's default dtype."""
+    import warnings
+
+    x = torch.zeros(1, 1, 8, 12)
+    x[..., 6:] = 1.0
+    one = torch.ones(1, dtype=torch.float64)
+    zoom = {"h": one, "w": 0.3 * one, "top": 0 * one, "left": 0.33 * one}  # the edge, stretched
+    c = RandomResizeCrop()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = c.apply(x, zoom)
+    assert out.max() > 1.02 and out.min() < -0.02
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        again = c.apply(x, zoom)
+    finally:
+        torch.set_default_dtype(old)
+    torch.testing.assert_close(again, out)
