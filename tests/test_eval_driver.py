@@ -236,7 +236,12 @@ def test_driver_on_the_small_minihear_suite(minihear_small, rand_ckpt, tmp_path)
     assert groups == {"speech", "env", "music", "event"}
     for name, t in data["tasks"].items():
         assert t["mean"] is None or 0.0 <= t["mean"] <= 1.0, (name, t)
-    assert sum(t["mean"] is not None for t in data["tasks"].values()) >= 7
+    # Every scene task is scored. The event task may not be: with one 'faster'
+    # grid point its MLP predicts no onsets, and the onset F-measure of no
+    # predictions is undefined (kept as None). That an event task is scored
+    # end to end is shown by test_driver_runs_resumes_and_collects.
+    unscored = {name for name, t in data["tasks"].items() if t["mean"] is None}
+    assert all(data["tasks"][name]["group"] == "event" for name in unscored), unscored
     assert leaderboard.main(["--results-dir", str(tmp_path), "--random-tag", "random"]) == 0
     board = (tmp_path / "leaderboard.md").read_text()
     assert re.search(r"^\| random \|.*\d\.\d{3}", board, re.M), board
