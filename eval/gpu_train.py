@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--run {name}: config error: {e}") from None
     for name, cfg in configs.items():
         t0 = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()  # each run's own peak
         rate = measure_rate(cfg)
         left = args.budget_s - (time.perf_counter() - t0)
         n = steps_for(left, rate, cfg.batch_size, args.overhead_s)
