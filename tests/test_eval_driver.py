@@ -161,6 +161,13 @@ def _write_run(results: Path, tag: str, values: dict[str, float]) -> None:
                          "grid_points": 1, "timing_s": {}}, tasks)
 
 
+def test_leaderboard_without_a_random_run_says_how_to_make_one(tmp_path):
+    _write_run(tmp_path, "abt", {"esc50-v2.0.0-full": 0.60})
+    assert leaderboard.main(["--results-dir", str(tmp_path)]) == 0
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "| abt | 0.600 |" in md and "No run tagged `random` yet" in md
+
+
 def test_leaderboard_has_paper_rows_group_means_and_gain_over_random(tmp_path):
     _write_run(tmp_path, "random", {"esc50-v2.0.0-full": 0.40, "beijing_opera-v1.0-hear2021-full": 0.50})
     _write_run(tmp_path, "abt", {"esc50-v2.0.0-full": 0.60, "beijing_opera-v1.0-hear2021-full": 0.75})
