@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from hear_abt.cli import EXAMPLES_DIR  # noqa: E402
 from hear_abt.encoders import ENCODERS  # noqa: E402
 from hear_abt.frontend import MelConfig  # noqa: E402
 from hear_abt.model import ABTModel  # noqa: E402
@@ -59,20 +60,29 @@ BF16_LOSS_RTOL = 0.05  # bf16 vs fp32 first-step Barlow Twins loss
 
 # ----------------------------------------------------------------- preparation
 
+EXAMPLE_WAV = EXAMPLES_DIR / "speech_and_bell.wav"
+
+
+def _fresh_folder_with_example(out: Path) -> None:
+    """Empty `out` and save the bundled clip in it as a tensor (the GPU machine has no soundfile)."""
+    from hear_abt.audio_io import read_audio
+
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    wav, _ = read_audio(EXAMPLE_WAV)
+    torch.save({"wav": wav.contiguous(), "sample_rate": SR}, out / "example.pt")
+
 
 def prepare(out: Path, n_clips: int = 1100) -> Path:
     """Build what the device run needs and the repository lacks: an fp16 log-mel
     cache of real audio (the bundled clip and the freedesktop sounds, listed
     `n_clips` times over in a manifest so batch 1024 fits one epoch) and the
     bundled clip as a tensor. Needs soundfile (this machine, not the GPU one)."""
-    from hear_abt.audio_io import read_audio
     from hear_abt.train.data import open_or_build_cache
 
-    example = REPO / "hear_abt" / "examples" / "speech_and_bell.wav"
-    sources = [example, *sorted(Path("/usr/share/sounds/freedesktop/stereo").glob("*.oga"))]
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    sources = [EXAMPLE_WAV, *sorted(Path("/usr/share/sounds/freedesktop/stereo").glob("*.oga"))]
+    _fresh_folder_with_example(out)
     files = [str(sources[i % len(sources)]) for i in range(n_clips)]
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "clips.csv"
@@ -81,8 +91,6 @@ def prepare(out: Path, n_clips: int = 1100) -> Path:
 
         cache = open_or_build_cache(list_audio(manifest), MelConfig(), Path(tmp) / "root", workers=0)
         shutil.copytree(cache.folder, out / "mel_cache")
-    wav, _ = read_audio(example)
-    torch.save({"wav": wav.contiguous(), "sample_rate": SR}, out / "example.pt")
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
     if size > PREP_LIMIT_MB:
         raise SystemExit(f"{out} is {size:.1f} MiB, over the {PREP_LIMIT_MB} MiB limit: lower --clips")
@@ -94,16 +102,10 @@ def prepare_from_cache(cache: Path, out: Path) -> Path:
     """A prepared folder over a log-mel cache that already exists (e.g. one the
     trainer built on the GPU machine from a packed corpus), so the corpus is
     moved once: the cache is linked, and the bundled clip saved beside it."""
-    from hear_abt.audio_io import read_audio
-
     if not (cache / "index.json").is_file():
         raise SystemExit(f"--from-cache {cache}: not a log-mel cache folder (no index.json)")
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    _fresh_folder_with_example(out)
     (out / "mel_cache").symlink_to(cache.resolve(), target_is_directory=True)
-    wav, _ = read_audio(REPO / "hear_abt" / "examples" / "speech_and_bell.wav")
-    torch.save({"wav": wav.contiguous(), "sample_rate": SR}, out / "example.pt")
     print(f"prepared {out} over {cache}")
     return out
 
