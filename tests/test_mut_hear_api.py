@@ -147,7 +147,6 @@ def test_load_model_without_arguments_is_the_default():
 
 
 
-
 @pytest.mark.parametrize("encoder, window", [("audiontt", 20.0), ("audiontt", 40.0), ("audiontt", 960.0), ("resnet18", 960.0)])
 def test_timestamp_pooling_paths(encoder, window, example_wav, tmp_path):
     """The fast fixed-window path, the nearest-frame fallback (AudioNTT windows

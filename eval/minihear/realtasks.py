@@ -57,7 +57,6 @@ def _src(r: dict) -> real.RealSource:
     return real.RealSource(r["package"], r["path"], r["member"], r["kind"], r["root"])
 
 
-
 # ---------------------------------------------------------------- spoken digits
 
 

@@ -23,7 +23,6 @@ def _voice(rng: np.random.Generator, role: str) -> dict:
     }
 
 
-
 def _plan(name: str, sizes: dict[str, int], labels: list[str], seed: int, make) -> list[Clip]:
     clips = []
     for si, split in enumerate(SPLITS):
