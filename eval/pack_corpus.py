@@ -19,11 +19,17 @@ import csv
 import json
 import os
 import random
+import sys
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-SAMPLE_RATE = 16000
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from eval.minihear.audio import SR as SAMPLE_RATE  # noqa: E402  (the rate the corpus builder writes)
+
 OPUS_LEVEL = 0.95  # libsndfile compression level: ~20 kbit/s on this corpus (docs/gpu.md)
 EXPECTED_KBPS = 21.0  # used to size the subset before encoding; the size is then checked
 
