@@ -51,17 +51,37 @@ class AudioNTT(nn.Module):
     def min_frames(self) -> int:
         return self.frame_stride
 
+    def _folded(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conv i's weight and bias with the BatchNorm after it folded in
+        (refolded on every call, so never stale)."""
+        conv, bn = self.features[i], self.features[i + 1]
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        w = conv.weight * scale[:, None, None, None]
+        return w, (conv.bias - bn.running_mean) * scale + bn.bias
+
     def _features_eval(self, x: torch.Tensor) -> torch.Tensor:
-        """The conv blocks at inference, with BN folded into the conv (weights
-        refolded on every call, so never stale) and ReLU after the max-pool
-        (equal, as ReLU is monotonic, on 4x fewer values): ~2x faster on CPU."""
-        for i in (0, 4):
-            conv, bn = self.features[i], self.features[i + 1]
-            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-            w = conv.weight * scale[:, None, None, None]
-            b = (conv.bias - bn.running_mean) * scale + bn.bias
-            x = F.relu(F.max_pool2d(F.conv2d(x, w, b, padding=1), 2))
-        return x
+        """The conv blocks at inference, computed the fast way on CPU; equal
+        to the training graph up to float rounding (~1e-6).
+
+        - BN is folded into the conv, and ReLU runs after the max-pool (equal,
+          as ReLU is monotonic, on 4x fewer values).
+        - The first conv has one input channel, for which oneDNN has no fast
+          kernel: as one matmul of the 9 shifted copies of the log-mel it is
+          ~4x faster, and its result comes out channels-last.
+        - Everything after it stays channels-last, where CPU max-pooling is
+          ~20x faster than on NCHW tensors.
+        Together ~1.9x faster than the plain graph (2 threads, 10 s clip).
+        """
+        w1, b1 = self._folded(0)
+        w2, b2 = self._folded(4)
+        batch, _, height, width = x.shape
+        xp = F.pad(x[:, 0], (1, 1, 1, 1))
+        shifted = torch.stack([xp[:, i:i + height, j:j + width] for i in range(3) for j in range(3)], dim=-1)
+        y = torch.addmm(b1, shifted.reshape(-1, 9), w1.reshape(len(w1), 9).t())  # [B*H*W, C]
+        y = y.view(batch, height, width, -1).permute(0, 3, 1, 2)  # [B, C, H, W], channels-last memory
+        y = F.relu(F.max_pool2d(y, 2))
+        y = F.conv2d(y, w2.contiguous(memory_format=torch.channels_last), b2, padding=1)
+        return F.relu(F.max_pool2d(y, 2))
 
     def forward_frames(self, x: torch.Tensor) -> torch.Tensor:
         """[B, 1, n_mels, T] -> [B, T // 4, 3072] frame features."""
