@@ -10,6 +10,7 @@ tests that cover it (MODULES below), in its own copy of the repository under
     pip install -r requirements/dev.txt
     OMP_NUM_THREADS=1 python eval/mutation.py                 # every module
     OMP_NUM_THREADS=1 python eval/mutation.py frontend embed  # some of them
+    OMP_NUM_THREADS=1 python eval/mutation.py --resume train/loop  # go on after an interruption
     python eval/mutation.py --report                          # figures of finished runs
 
 Score = (killed + timeout) / all mutants; "no tests" (a function no covering
@@ -51,7 +52,9 @@ def _work_dir(work: Path, module: str) -> Path:
 
 def prepare(module: str, work: Path) -> Path:
     """A fresh copy of the repository whose setup.cfg tells mutmut to mutate
-    only hear_abt/<module>.py (the rest of the package is copied unchanged)."""
+    only hear_abt/<module>.py (the rest of the package is copied unchanged),
+    with eval/mutation_conftest.py as its root conftest.py (true test
+    durations, one temporary folder per session, removed after it)."""
     target = f"hear_abt/{module}.py"
     if not (ROOT / target).is_file():
         raise SystemExit(f"no module {target}")
@@ -68,14 +71,20 @@ def prepare(module: str, work: Path) -> Path:
     others = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "hear_abt").rglob("*.py") if p.relative_to(ROOT).as_posix() != target)
     cfg = ["[mutmut]", "paths_to_mutate=hear_abt/", "do_not_mutate="]
     cfg += [f"    {p}" for p in others]
-    cfg += ["also_copy=", "    eval/", "    checkpoints/", "tests_dir="]
+    shutil.copy(ROOT / "eval" / "mutation_conftest.py", d / "conftest.py")
+    cfg += ["also_copy=", "    eval/", "    checkpoints/", "    conftest.py", "tests_dir="]
     cfg += [f"    {t}" for t in tests]
     (d / "setup.cfg").write_text("\n".join(cfg) + "\n")
     return d
 
 
-def run(module: str, work: Path, children: int) -> None:
-    d = prepare(module, work)
+def run(module: str, work: Path, children: int, resume: bool = False) -> None:
+    d = _work_dir(work, module)
+    if not (resume and (d / "setup.cfg").is_file()):
+        d = prepare(module, work)
+    # On --resume the copy is left as it is: mutmut then keeps its mutants and
+    # their results, and tests only those without one (a fresh copy would be
+    # newer than the mutants, which makes mutmut regenerate them and forget).
     # No PYTHONPATH: mutmut puts mutants/ first on sys.path itself (a PYTHONPATH
     # entry for it, made before the folder exists, is cached as empty and lets
     # the unmutated install win). Tests that run hear_abt in a subprocess would
@@ -125,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("modules", nargs="*", help=f"default: all of {list(MODULES)}")
     ap.add_argument("--work", type=Path, default=Path("/tmp/hear-abt-mutation"))
     ap.add_argument("--children", type=int, default=1, help="mutants tested in parallel")
+    ap.add_argument("--resume", action="store_true", help="go on with an interrupted run in --work: test only the mutants without a result")
     ap.add_argument("--report", action="store_true", help="only print the figures of finished runs")
     ap.add_argument("--survivors", action="store_true", help="also list the mutants that were not killed")
     args = ap.parse_args(argv)
@@ -134,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     modules = args.modules or list(MODULES)
     if not args.report:
         for m in modules:
-            run(m, args.work, args.children)
+            run(m, args.work, args.children, args.resume)
     report(modules, args.work, args.survivors)
     return 0
 

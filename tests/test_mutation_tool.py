@@ -1,0 +1,71 @@
+"""eval/mutation.py's work folder and the conftest it installs there, which
+corrects what mutmut 3.3.1 gets wrong: test durations taken from teardown
+(so slow surviving mutants scored as timeouts, i.e. detected) and one
+temporary folder left behind per mutant."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A stand-in for mutmut's stats hook: it keeps, per test, the duration of the
+# last report phase it sees, exactly as mutmut 3.3.1's StatsCollector does.
+RECORDER = '''
+import json, os
+durations = {}
+def pytest_runtest_makereport(item, call):
+    durations[item.nodeid] = call.duration
+def pytest_unconfigure(config):
+    json.dump(durations, open(os.environ["RECORD_TO"], "w"))
+'''
+
+SLOW_TEST = '''
+import time, pytest
+@pytest.fixture
+def slow_setup():
+    time.sleep(0.4)
+def test_slow(slow_setup, tmp_path):
+    (tmp_path / "state.bin").write_bytes(b"x" * 1000)
+    open(__import__("os").environ["TMP_SEEN"], "w").write(str(tmp_path))
+    time.sleep(0.3)
+'''
+
+
+def test_conftest_reports_whole_test_time_and_removes_its_temp_folder(tmp_path):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    shutil.copy(REPO / "eval" / "mutation_conftest.py", proj / "conftest.py")
+    (proj / "recorder.py").write_text(RECORDER)
+    (proj / "test_slow.py").write_text(SLOW_TEST)
+    env = dict(os.environ, PYTHONPATH=str(proj), RECORD_TO=str(tmp_path / "d.json"),
+               TMP_SEEN=str(tmp_path / "seen.txt"), HEAR_ABT_MUTATION_TMP=str(tmp_path / "base"))
+    env.pop("PYTEST_ADDOPTS", None)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "recorder", "-p", "no:cacheprovider", "test_slow.py"],
+                       cwd=proj, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    recorded = json.loads((tmp_path / "d.json").read_text())["test_slow.py::test_slow"]
+    assert recorded >= 0.65, recorded  # setup 0.4 s + call 0.3 s, not teardown's ~0 s
+    seen = Path((tmp_path / "seen.txt").read_text())
+    assert seen.is_relative_to(tmp_path / "base")  # the session's own base folder ...
+    assert not seen.exists() and not any((tmp_path / "base" / "hear-abt-mutation-tmp").iterdir())  # ... removed at its end
+
+
+def test_prepare_installs_the_conftest_and_mutates_only_the_module(tmp_path):
+    sys.path.insert(0, str(REPO))
+    try:
+        from eval import mutation
+    finally:
+        sys.path.remove(str(REPO))
+    d = mutation.prepare("train/optim", tmp_path)
+    assert (d / "conftest.py").read_text() == (REPO / "eval" / "mutation_conftest.py").read_text()
+    cfg = (d / "setup.cfg").read_text()
+    also_copy = cfg.split("also_copy=")[1].split("tests_dir=")[0].split()
+    assert "conftest.py" in also_copy
+    dont = cfg.split("do_not_mutate=")[1].split("also_copy=")[0].split()
+    assert "hear_abt/train/optim.py" not in dont and "hear_abt/train/loop.py" in dont and "hear_abt/embed.py" in dont
+    assert cfg.split("tests_dir=")[1].split() == mutation.MODULES["train/optim"]
