@@ -28,8 +28,10 @@ def test_registry_rejects_unknown_name():
     assert "audiontt" in ENCODERS
 
 
-def test_inference_path_equals_training_graph():
-    """The folded-BN eval path computes what the plain Sequential computes."""
+@pytest.mark.parametrize("batch, frames", [(2, 101), (1, 4), (3, 7), (1, 1032)])
+def test_inference_path_equals_training_graph(batch, frames):
+    """The fast eval path (BN folded, first conv as a matmul, channels-last)
+    computes what the plain Sequential computes, at odd lengths too."""
     torch.manual_seed(0)
     enc = build_encoder("audiontt")
     for bn in (enc.features[1], enc.features[5]):  # non-trivial BN statistics
@@ -38,7 +40,7 @@ def test_inference_path_equals_training_graph():
         bn.weight.data.normal_()
         bn.bias.data.normal_()
     enc.eval()
-    x = torch.randn(2, 1, 64, 101)
+    x = torch.randn(batch, 1, 64, frames)
     with torch.no_grad():
         ref = enc.features(x).permute(0, 3, 1, 2).flatten(2)
         ref = torch.cat([ref, enc.fc(ref)], dim=-1)
