@@ -211,6 +211,57 @@ def test_load_state_errors_name_the_file(tmp_path):
         loop.load_state(p)
 
 
+class _NotATensor:
+    """A pickled object of this class is what weights_only=True refuses."""
+
+
+def test_load_state_refuses_pickled_objects_and_quotes_the_error(tmp_path):
+    p = tmp_path / "s.pt"
+    torch.save({"format": loop.STATE_FORMAT, "version": loop.STATE_VERSION, "extra": _NotATensor()}, p)
+    with pytest.raises(Exception) as direct:  # what torch itself says about this file
+        torch.load(p, weights_only=True)
+    last = str(direct.value).strip().splitlines()[-1]
+    with pytest.raises(loop.StateError) as e:
+        loop.load_state(p)
+    assert str(e.value) == f"{p} is corrupt and cannot be read: {type(direct.value).__name__}: {last[:300]}"
+
+
+@pytest.mark.parametrize("error, shown", [(EOFError(), ""), (RuntimeError("first line\n" + "x" * 400), "x" * 300),
+                                          (ValueError("  \n "), "")])
+def test_load_state_error_text_is_the_last_line_cut_to_300(tmp_path, monkeypatch, error, shown):
+    p = tmp_path / "s.pt"
+    torch.save({"format": loop.STATE_FORMAT}, p)
+
+    def fail(*a, **k):
+        raise error
+
+    monkeypatch.setattr(torch, "load", fail)
+    with pytest.raises(loop.StateError) as e:
+        loop.load_state(p)
+    assert str(e.value) == f"{p} is corrupt and cannot be read: {type(error).__name__}: {shown}"
+
+
+def test_a_state_write_cut_before_its_rename_leaves_only_what_cleanup_removes(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    loop.write_state(_fake_state(5, 1), run)
+    real_replace = os.replace
+
+    def killed_before_final_rename(src, dst):
+        if Path(dst).name == "state.pt":
+            raise OSError("killed")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_before_final_rename)
+    with pytest.raises(OSError, match="killed"):
+        loop.write_state(_fake_state(5, 2), run)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert len(list(run.iterdir())) == 3  # state.pt, state.prev.pt and the complete new state beside them
+    loop._clean_leftovers(run)
+    assert sorted(q.name for q in run.iterdir()) == ["state.prev.pt", "state.pt"]
+    assert [loop.load_state(q)["step"] for q in loop.state_paths(run)] == [1, 1]
+
+
 def test_load_state_digest_and_run_id(tmp_path):
     p = tmp_path / "s.pt"
     st = _fake_state(10, 3)
