@@ -11,6 +11,7 @@ tests that cover it (MODULES below), in its own copy of the repository under
     OMP_NUM_THREADS=1 python eval/mutation.py                 # every module
     OMP_NUM_THREADS=1 python eval/mutation.py frontend embed  # some of them
     OMP_NUM_THREADS=1 python eval/mutation.py --resume train/loop  # go on after an interruption
+    OMP_NUM_THREADS=1 python eval/mutation.py --resume --sample 100 --seed 1 train/loop  # a random 100 of the untested
     python eval/mutation.py --report                          # figures of finished runs
 
 Score = (killed + timeout) / all mutants; "no tests" (a function no covering
@@ -78,7 +79,20 @@ def prepare(module: str, work: Path) -> Path:
     return d
 
 
-def run(module: str, work: Path, children: int, resume: bool = False) -> None:
+def untested_sample(module: str, work: Path, n: int, seed: int) -> list[str]:
+    """n mutants without a result, drawn at random (seeded): on a module too
+    slow to finish, the figure over a random sample is unbiased, where
+    mutmut's own order (function by function) is not."""
+    import random
+
+    st = statuses(module, work)
+    if st is None:
+        raise SystemExit(f"--sample needs a started run of {module} in {work} (run it once, or with --resume)")
+    untested = sorted(k for k, v in st.items() if v == "not checked")
+    return sorted(random.Random(seed).sample(untested, min(n, len(untested))))
+
+
+def run(module: str, work: Path, children: int, resume: bool = False, names: list[str] | None = None) -> None:
     d = _work_dir(work, module)
     if not (resume and (d / "setup.cfg").is_file()):
         d = prepare(module, work)
@@ -96,7 +110,10 @@ def run(module: str, work: Path, children: int, resume: bool = False) -> None:
     # from the mutants' trampolines), and the copy that records which tests
     # call which function is not the one that reads it: every mutant "no tests".
     cli = "from mutmut.__main__ import cli; cli()"
-    subprocess.run([sys.executable, "-c", cli, "run", "--max-children", str(children)],
+    if names == []:
+        print(f"== {module}: no untested mutants left", flush=True)
+        return
+    subprocess.run([sys.executable, "-c", cli, "run", "--max-children", str(children), *(names or [])],
                    cwd=d, env=env, stdout=subprocess.DEVNULL if not os.environ.get("MUTATION_VERBOSE") else None)
 
 
@@ -135,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/hear-abt-mutation"))
     ap.add_argument("--children", type=int, default=1, help="mutants tested in parallel")
     ap.add_argument("--resume", action="store_true", help="go on with an interrupted run in --work: test only the mutants without a result")
+    ap.add_argument("--sample", type=int, metavar="N", help="with --resume: test N untested mutants drawn at random (see --seed)")
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--report", action="store_true", help="only print the figures of finished runs")
     ap.add_argument("--survivors", action="store_true", help="also list the mutants that were not killed")
     args = ap.parse_args(argv)
@@ -143,8 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown module(s) {sorted(unknown)}; known: {list(MODULES)}")
     modules = args.modules or list(MODULES)
     if not args.report:
+        if args.sample is not None and not args.resume:
+            ap.error("--sample goes with --resume (it draws from a started run's untested mutants)")
         for m in modules:
-            run(m, args.work, args.children, args.resume)
+            names = untested_sample(m, args.work, args.sample, args.seed) if args.sample is not None else None
+            run(m, args.work, args.children, args.resume, names)
     report(modules, args.work, args.survivors)
     return 0
 
