@@ -44,6 +44,7 @@ MODULES: dict[str, list[str]] = {
 }
 # mutmut's exit-code statuses that count as detected.
 DETECTED = {"killed", "timeout"}
+LEDGER = "results.json"  # in a module's work folder: every result so far (see _results)
 COPY = ["hear_abt", "tests", "eval", "checkpoints", "pyproject.toml"]
 
 
@@ -79,6 +80,36 @@ def prepare(module: str, work: Path) -> Path:
     return d
 
 
+def _meta_codes(module: str, work: Path) -> dict[str, int | None] | None:
+    meta = _work_dir(work, module) / "mutants" / "hear_abt" / f"{module}.py.meta"
+    return json.loads(meta.read_text())["exit_code_by_key"] if meta.is_file() else None
+
+
+def _results(module: str, work: Path) -> dict[str, int | None] | None:
+    """mutant -> mutmut exit code (None: not tested): the ledger of earlier
+    invocations overlaid with the current .meta. Every `mutmut run` (3.3.1)
+    regenerates the mutants and resets the .meta's results, so results.json
+    in the work folder keeps them across invocations."""
+    codes = _meta_codes(module, work)
+    ledger_path = _work_dir(work, module) / LEDGER
+    if not ledger_path.is_file():
+        return codes
+    merged = json.loads(ledger_path.read_text())
+    for k, v in (codes or {}).items():
+        if v is not None or k not in merged:
+            merged[k] = v
+    return merged
+
+
+def _save_ledger(module: str, work: Path) -> None:
+    codes = _results(module, work)
+    if codes is not None:
+        path = _work_dir(work, module) / LEDGER
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(codes))
+        os.replace(tmp, path)
+
+
 def untested_sample(module: str, work: Path, n: int, seed: int) -> list[str]:
     """n mutants without a result, drawn at random (seeded): on a module too
     slow to finish, the figure over a random sample is unbiased, where
@@ -94,11 +125,14 @@ def untested_sample(module: str, work: Path, n: int, seed: int) -> list[str]:
 
 def run(module: str, work: Path, children: int, resume: bool = False, names: list[str] | None = None) -> None:
     d = _work_dir(work, module)
-    if not (resume and (d / "setup.cfg").is_file()):
+    if resume and (d / "setup.cfg").is_file():
+        # mutmut forgets earlier results at each start: keep them in the
+        # ledger and name only the mutants still untested.
+        _save_ledger(module, work)
+        if names is None:
+            names = sorted(k for k, v in (_results(module, work) or {}).items() if v is None)
+    else:
         d = prepare(module, work)
-    # On --resume the copy is left as it is: mutmut then keeps its mutants and
-    # their results, and tests only those without one (a fresh copy would be
-    # newer than the mutants, which makes mutmut regenerate them and forget).
     # No PYTHONPATH: mutmut puts mutants/ first on sys.path itself (a PYTHONPATH
     # entry for it, made before the folder exists, is cached as empty and lets
     # the unmutated install win). Tests that run hear_abt in a subprocess would
@@ -113,18 +147,20 @@ def run(module: str, work: Path, children: int, resume: bool = False, names: lis
     if names == []:
         print(f"== {module}: no untested mutants left", flush=True)
         return
-    subprocess.run([sys.executable, "-c", cli, "run", "--max-children", str(children), *(names or [])],
-                   cwd=d, env=env, stdout=subprocess.DEVNULL if not os.environ.get("MUTATION_VERBOSE") else None)
+    try:
+        subprocess.run([sys.executable, "-c", cli, "run", "--max-children", str(children), *(names or [])],
+                       cwd=d, env=env, stdout=subprocess.DEVNULL if not os.environ.get("MUTATION_VERBOSE") else None)
+    finally:  # an interrupted run keeps what it tested
+        _save_ledger(module, work)
 
 
 def statuses(module: str, work: Path) -> dict[str, str] | None:
-    """mutant name -> status, from mutmut's .meta file; None if not run."""
-    meta = _work_dir(work, module) / "mutants" / "hear_abt" / f"{module}.py.meta"
-    if not meta.is_file():
+    """mutant name -> status, from every invocation so far; None if not run."""
+    codes = _results(module, work)
+    if codes is None:
         return None
     from mutmut.__main__ import status_by_exit_code
 
-    codes = json.loads(meta.read_text())["exit_code_by_key"]
     return {k: status_by_exit_code.get(v, f"exit {v}") for k, v in codes.items()}
 
 

@@ -56,11 +56,7 @@ def test_conftest_reports_whole_test_time_and_removes_its_temp_folder(tmp_path):
 
 
 def test_prepare_installs_the_conftest_and_mutates_only_the_module(tmp_path):
-    sys.path.insert(0, str(REPO))
-    try:
-        from eval import mutation
-    finally:
-        sys.path.remove(str(REPO))
+    mutation = _mutation_module()
     d = mutation.prepare("train/optim", tmp_path)
     assert (d / "conftest.py").read_text() == (REPO / "eval" / "mutation_conftest.py").read_text()
     cfg = (d / "setup.cfg").read_text()
@@ -69,3 +65,37 @@ def test_prepare_installs_the_conftest_and_mutates_only_the_module(tmp_path):
     dont = cfg.split("do_not_mutate=")[1].split("also_copy=")[0].split()
     assert "hear_abt/train/optim.py" not in dont and "hear_abt/train/loop.py" in dont and "hear_abt/embed.py" in dont
     assert cfg.split("tests_dir=")[1].split() == mutation.MODULES["train/optim"]
+
+
+def _mutation_module():
+    sys.path.insert(0, str(REPO))
+    try:
+        from eval import mutation
+    finally:
+        sys.path.remove(str(REPO))
+    return mutation
+
+
+def test_results_survive_mutmuts_reset_and_samples_are_seeded(tmp_path):
+    """mutmut 3.3.1 resets the .meta's results at every start; the ledger
+    keeps earlier ones, a new result overrides an old one, and --sample
+    draws reproducibly from the untested only."""
+    mutation = _mutation_module()
+    d = mutation._work_dir(tmp_path, "train/optim")
+    meta = d / "mutants" / "hear_abt" / "train" / "optim.py.meta"
+    meta.parent.mkdir(parents=True)
+    names = [f"hear_abt.train.optim.x_f__mutmut_{i}" for i in range(10)]
+
+    def write_meta(codes):
+        meta.write_text(json.dumps({"exit_code_by_key": codes, "hash_by_function_name": {}}))
+
+    write_meta({n: (1 if i < 4 else None) for i, n in enumerate(names)})  # first run: 4 killed
+    mutation._save_ledger("train/optim", tmp_path)
+    write_meta({n: (0 if i in (3, 5) else None) for i, n in enumerate(names)})  # second run, after mutmut's reset
+    st = mutation.statuses("train/optim", tmp_path)
+    assert [st[n] for n in names[:6]] == ["killed"] * 3 + ["survived", "not checked", "survived"]
+    assert sum(v == "not checked" for v in st.values()) == 5
+    a = mutation.untested_sample("train/optim", tmp_path, 3, seed=1)
+    assert a == mutation.untested_sample("train/optim", tmp_path, 3, seed=1) and len(set(a)) == 3
+    assert all(st[n] == "not checked" for n in a)
+    assert sorted(mutation.untested_sample("train/optim", tmp_path, 99, seed=2)) == sorted(n for n in names if st[n] == "not checked")
