@@ -174,6 +174,25 @@ def test_amp_context():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
 
 
+def test_amp_context_auto_means_bf16_on_a_bf16_gpu_only(monkeypatch):
+    """amp="auto" picks bf16 autocast on a CUDA device that supports it, and
+    nothing elsewhere. No GPU here: torch.autocast("cuda") is built (and
+    disabled, with a warning) all the same, which is enough to read its
+    device and dtype."""
+    import warnings
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ctx = loop._amp_context(TrainConfig(amp="auto"), cuda)
+    assert isinstance(ctx, torch.autocast) and ctx.device == "cuda" and ctx.fast_dtype == torch.bfloat16
+    for amp, dev in (("off", cuda), ("auto", cpu)):
+        assert not isinstance(loop._amp_context(TrainConfig(amp=amp), dev), torch.autocast), (amp, dev)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert not isinstance(loop._amp_context(TrainConfig(amp="auto"), cuda), torch.autocast)
+
+
 def test_resolve_resume_config():
     saved = TrainConfig(steps=10, lambd=0.01, seed=3).to_dict()
     given = TrainConfig(steps=20, lambd=0.02, seed=4, log_every=5)
@@ -661,6 +680,28 @@ def test_run_folder_setup(make, monkeypatch, caplog):
     with pytest.raises(SystemExit) as e:
         loop.train(make(batch_size=16, run_dir=str(run.parent / "big")))
     assert str(e.value) == "only 8 usable clips for batch_size 16; add audio or lower batch_size"
+
+
+def test_resume_on_the_same_cache_is_silent(make, caplog):
+    cfg = make(steps=3)
+    loop.train(cfg, stop_at=1)
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    assert loop.train(cfg, resume=True)["step"] == 3
+    assert [r.getMessage() for r in caplog.records if r.name == LOGGER] == []
+
+
+def test_steps_from_epochs_when_steps_is_0(make):
+    # 8 clips, batch 4: one epoch is 2 steps
+    assert loop.train(make(steps=0, epochs=1))["step"] == 2
+
+
+def test_batch_must_divide_over_the_processes(make, monkeypatch):
+    from hear_abt.train import distributed as D
+
+    monkeypatch.setattr(D, "setup", lambda device="auto": D.DistContext(0, 3, 0, torch.device("cpu")))
+    monkeypatch.setattr(D, "barrier", lambda ctx: None)
+    with pytest.raises(SystemExit, match="^batch_size 4 must divide evenly over 3 processes$"):
+        loop.train(make(steps=2))
 
 
 def test_resume_on_another_cache_warns(make, clips, tmp_path, caplog):
