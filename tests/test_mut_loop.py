@@ -682,6 +682,20 @@ def test_run_folder_setup(make, monkeypatch, caplog):
     assert str(e.value) == "only 8 usable clips for batch_size 16; add audio or lower batch_size"
 
 
+def test_open_cache_on_a_non_main_rank_opens_what_the_main_rank_built(make, clips, tmp_path, monkeypatch):
+    from hear_abt.train import distributed as D
+
+    waited = []
+    monkeypatch.setattr(D, "barrier", waited.append)
+    rank1 = D.DistContext(1, 2, 1, torch.device("cpu"))
+    cache = loop.open_cache(make(), rank1)  # the clips fixture built this cache already
+    assert cache.folder == clips[2] and len(cache) == 8 and waited == [rank1]
+    empty = tmp_path / "unbuilt"
+    with pytest.raises(FileNotFoundError):  # a non-main rank never builds
+        loop.open_cache(make(cache_dir=str(empty)), rank1)
+    assert not empty.exists() or not any(empty.rglob("index.json"))
+
+
 def test_resume_on_the_same_cache_is_silent(make, caplog):
     cfg = make(steps=3)
     loop.train(cfg, stop_at=1)
