@@ -840,6 +840,30 @@ def test_plots_follow_plot_every(make, monkeypatch):
     monkeypatch.setattr(loop._Logger, "plots", lambda self, c, step: steps.append((step, tuple(c.shape))))
     loop.train(make(steps=5, plot_every=2))
     assert steps == [(2, (32, 32)), (4, (32, 32)), (5, (32, 32))]
+    steps.clear()
+    loop.train(make(steps=2, plot_every=1, run_dir=str(Path(make().run_dir).with_name("every1"))))
+    assert steps == [(1, (32, 32)), (2, (32, 32))]
+
+
+def test_wall_time_is_logged_in_milliseconds(make, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(loop, "time", clock)
+    real = clock.perf_counter
+    clock.perf_counter = lambda: real() + 0.0004 * clock.calls  # step k now takes k + 0.0004 s
+    cfg = make(steps=3, log_every=1)
+    loop.train(cfg)
+    walls = [r["wall_s"] for r in rows(cfg.run_dir)]
+    assert [float(w) for w in walls] == [round(float(w), 3) for w in walls] and any(not float(w).is_integer() for w in walls), walls
+
+
+def test_progress_bar_counts_steps_from_where_a_resumed_run_starts(make, capfd):
+    cfg = make(steps=3)
+    loop.train(cfg, stop_at=1)
+    capfd.readouterr()
+    loop.train(cfg, resume=True)
+    err = capfd.readouterr().err
+    assert "1/3 [" in err and "3/3 [" in err and "2/3 [" in err and "0/3" not in err
+    assert re.search(r"[0-9?]step/s|s/step", err), err  # the unit is "step"
 
 
 def test_resume_sets_a_corrupt_state_aside(make, capfd):
