@@ -116,10 +116,10 @@ def untested_sample(module: str, work: Path, n: int, seed: int) -> list[str]:
     mutmut's own order (function by function) is not."""
     import random
 
-    st = statuses(module, work)
-    if st is None:
+    codes = _results(module, work)
+    if codes is None:
         raise SystemExit(f"--sample needs a started run of {module} in {work} (run it once, or with --resume)")
-    untested = sorted(k for k, v in st.items() if v == "not checked")
+    untested = sorted(k for k, v in codes.items() if v is None)
     return sorted(random.Random(seed).sample(untested, min(n, len(untested))))
 
 
