@@ -696,6 +696,24 @@ def test_open_cache_on_a_non_main_rank_opens_what_the_main_rank_built(make, clip
     assert not empty.exists() or not any(empty.rglob("index.json"))
 
 
+def test_run_folder_may_be_nested_in_new_folders(make, tmp_path):
+    run = tmp_path / "new" / "deeper" / "run"
+    assert loop.train(make(steps=1, run_dir=str(run)))["step"] == 1 and (run / "encoder.pt").is_file()
+
+
+def test_resume_refuses_a_state_whose_model_keys_differ(make):
+    """A state holding a tensor the model does not have (a hand-edited or
+    foreign state with a valid digest) is refused, not half-loaded."""
+    cfg = make(steps=3)
+    loop.train(cfg, stop_at=1)
+    path = loop.state_path(cfg.run_dir)
+    state = loop.load_state(path)
+    state["model"]["encoder.extra"] = torch.zeros(1)
+    loop.write_state(state, cfg.run_dir)
+    with pytest.raises(RuntimeError, match="Unexpected key.*encoder.extra"):
+        loop.train(cfg, resume=True)
+
+
 def test_resume_on_the_same_cache_is_silent(make, caplog):
     cfg = make(steps=3)
     loop.train(cfg, stop_at=1)
