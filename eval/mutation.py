@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("modules", nargs="*", help=f"default: all of {list(MODULES)}")
     ap.add_argument("--work", type=Path, default=Path("/tmp/hear-abt-mutation"))
     ap.add_argument("--children", type=int, default=1, help="mutants tested in parallel")
-    ap.add_argument("--resume", action="store_true", help="go on with an interrupted run in --work: test only the mutants without a result")
+    ap.add_argument("--resume", action="store_true", help="go on with an interrupted run in --work: test only the mutants without a result, "
+                    "with the code and tests of that run's copy (a fresh run copies them anew)")
     ap.add_argument("--sample", type=int, metavar="N", help="with --resume: test N untested mutants drawn at random (see --seed)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--report", action="store_true", help="only print the figures of finished runs")
