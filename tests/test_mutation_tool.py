@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from eval import mutation
+
 REPO = Path(__file__).resolve().parents[1]
 
 # A stand-in for mutmut's stats hook: it keeps, per test, the duration of the
@@ -56,7 +58,6 @@ def test_conftest_reports_whole_test_time_and_removes_its_temp_folder(tmp_path):
 
 
 def test_prepare_installs_the_conftest_and_mutates_only_the_module(tmp_path):
-    mutation = _mutation_module()
     d = mutation.prepare("train/optim", tmp_path)
     assert (d / "conftest.py").read_text() == (REPO / "eval" / "mutation_conftest.py").read_text()
     cfg = (d / "setup.cfg").read_text()
@@ -67,20 +68,10 @@ def test_prepare_installs_the_conftest_and_mutates_only_the_module(tmp_path):
     assert cfg.split("tests_dir=")[1].split() == mutation.MODULES["train/optim"]
 
 
-def _mutation_module():
-    sys.path.insert(0, str(REPO))
-    try:
-        from eval import mutation
-    finally:
-        sys.path.remove(str(REPO))
-    return mutation
-
-
 def test_results_survive_mutmuts_reset_and_samples_are_seeded(tmp_path):
     """mutmut 3.3.1 resets the .meta's results at every start; the ledger
     keeps earlier ones, a new result overrides an old one, and --sample
     draws reproducibly from the untested only."""
-    mutation = _mutation_module()
     d = mutation._work_dir(tmp_path, "train/optim")
     meta = d / "mutants" / "hear_abt" / "train" / "optim.py.meta"
     meta.parent.mkdir(parents=True)
