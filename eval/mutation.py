@@ -101,13 +101,15 @@ def _results(module: str, work: Path) -> dict[str, int | None] | None:
     return merged
 
 
-def _save_ledger(module: str, work: Path) -> None:
-    codes = _results(module, work)
-    if codes is not None:
+def _save_ledger(module: str, work: Path) -> dict[str, int | None]:
+    """Write the merged results to the ledger and return them."""
+    codes = _results(module, work) or {}
+    if codes:
         path = _work_dir(work, module) / LEDGER
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(codes))
         os.replace(tmp, path)
+    return codes
 
 
 def untested_sample(module: str, work: Path, n: int, seed: int) -> list[str]:
@@ -128,9 +130,9 @@ def run(module: str, work: Path, children: int, resume: bool = False, names: lis
     if resume and (d / "setup.cfg").is_file():
         # mutmut forgets earlier results at each start: keep them in the
         # ledger and name only the mutants still untested.
-        _save_ledger(module, work)
+        codes = _save_ledger(module, work)
         if names is None:
-            names = sorted(k for k, v in (_results(module, work) or {}).items() if v is None)
+            names = sorted(k for k, v in codes.items() if v is None)
     else:
         d = prepare(module, work)
     # No PYTHONPATH: mutmut puts mutants/ first on sys.path itself (a PYTHONPATH
