@@ -131,7 +131,7 @@ def run(module: str, work: Path, children: int, resume: bool = False, names: lis
         # mutmut forgets earlier results at each start: keep them in the
         # ledger and name only the mutants still untested.
         codes = _save_ledger(module, work)
-        if names is None:
+        if names is None and codes:  # no results at all (stopped before mutmut listed its mutants): run everything
             names = sorted(k for k, v in codes.items() if v is None)
     else:
         d = prepare(module, work)

@@ -90,3 +90,15 @@ def test_results_survive_mutmuts_reset_and_samples_are_seeded(tmp_path):
     a = mutation.untested_sample("train/optim", tmp_path, 3, seed=1)
     assert a == mutation.untested_sample("train/optim", tmp_path, 3, seed=1) and len(set(a)) == 3 and set(a) <= set(untested)
     assert mutation.untested_sample("train/optim", tmp_path, 99, seed=2) == untested
+
+
+def test_resume_of_a_copy_without_results_runs_every_mutant(tmp_path, monkeypatch):
+    """A copy stopped before mutmut listed its mutants has nothing to resume
+    from: --resume then runs the whole module, not nothing."""
+    d = mutation._work_dir(tmp_path, "train/optim")
+    d.mkdir(parents=True)
+    (d / "setup.cfg").write_text("[mutmut]\n")
+    calls = []
+    monkeypatch.setattr(mutation.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+    mutation.run("train/optim", tmp_path, 1, resume=True)
+    assert len(calls) == 1 and calls[0][-3:] == ["run", "--max-children", "1"]
