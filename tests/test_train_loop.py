@@ -196,3 +196,54 @@ def test_unknown_encoder_is_refused_at_parse_time(capsys):
     assert capsys.readouterr().out == ""  # nothing printed
     main(["--encoder", "vitc_tiny", "--print-config"])
     assert json.loads(capsys.readouterr().out)["encoder"] == "vitc_tiny"
+
+
+def test_init_from_starts_from_the_checkpoint_and_keeps_its_stats(tiny_config, tmp_path):
+    """--init-from: the encoder starts as the checkpoint's, the projector as a
+    fresh run's, and the checkpoint's normalisation (not the new cache's) is
+    used from step 0 through resume to the export."""
+    from hear_abt.checkpoint import load_checkpoint, save_checkpoint
+
+    first = loop.train(tiny_config(run_dir=str(tmp_path / "a"), steps=2))
+    ckpt = load_checkpoint(first["exported"])
+    ckpt["norm_stats"] = [1.5, 2.5]  # unlike any cache's, so a silent fallback shows
+    save_checkpoint(ckpt, tmp_path / "init.pt")
+    loop.train(tiny_config(run_dir=str(tmp_path / "b"), init_from=str(tmp_path / "init.pt"), seed=1), stop_at=0)
+    loop.train(tiny_config(run_dir=str(tmp_path / "fresh"), seed=1), stop_at=0)
+    b, fresh = load(tmp_path / "b"), load(tmp_path / "fresh")
+    assert b["step"] == 0 and b["norm_stats"] == [1.5, 2.5] and fresh["norm_stats"] != [1.5, 2.5]
+    for k, v in ckpt["state_dict"].items():
+        assert torch.equal(b["model"][f"encoder.{k}"], v), k
+        assert not torch.equal(fresh["model"][f"encoder.{k}"], v) or v.dtype == torch.long or not v.any(), k
+    projector = [k for k in b["model"] if k.startswith("projector.")]
+    assert projector and all(torch.equal(b["model"][k], fresh["model"][k]) for k in projector)
+    done = loop.train(tiny_config(run_dir=str(tmp_path / "b"), init_from=str(tmp_path / "init.pt"), seed=1), resume=True)
+    out = torch.load(done["exported"], weights_only=True)
+    assert out["norm_stats"] == [1.5, 2.5] and out["step"] == 4
+    assert "init_from" in out["provenance"]["norm_stats_source"] and out["train_config"]["init_from"].endswith("init.pt")
+
+
+def test_init_from_refuses_what_cannot_start_the_run(tiny_config, tmp_path):
+    from hear_abt.checkpoint import load_checkpoint, save_checkpoint
+
+    with pytest.raises(SystemExit, match="init_from: checkpoint not found"):
+        loop.train(tiny_config(init_from=str(tmp_path / "missing.pt")))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="init_from: .*junk.pt is not a readable checkpoint"):
+        loop.train(tiny_config(init_from=str(tmp_path / "junk.pt")))
+    first = loop.train(tiny_config(run_dir=str(tmp_path / "a"), steps=2))
+    with pytest.raises(SystemExit, match="holds encoder audiontt .* the run asks for resnet18"):
+        loop.train(tiny_config(run_dir=str(tmp_path / "c"), init_from=str(first["exported"]), encoder="resnet18"))
+    ckpt = load_checkpoint(first["exported"])
+    ckpt["mel"] = {**ckpt["mel"], "n_mels": 80}
+    save_checkpoint(ckpt, tmp_path / "mel80.pt")
+    with pytest.raises(SystemExit, match="trained on log-mels .*'n_mels': 80"):
+        loop.train(tiny_config(run_dir=str(tmp_path / "d"), init_from=str(tmp_path / "mel80.pt")))
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()  # refused before anything was written
+
+
+def test_init_from_flag_sets_the_config():
+    from hear_abt.train.__main__ import build_parser, resolve_config
+
+    cfg, given = resolve_config(build_parser().parse_args(["--data", "x", "--init-from", "a.pt"]))
+    assert cfg.init_from == "a.pt" and "init_from" in given

@@ -26,6 +26,7 @@ from .config import TrainConfig, load_config_file, parse_overrides
 FLAGS = {
     "data": "data", "run_dir": "run_dir", "cache_dir": "cache_dir", "encoder": "encoder",
     "steps": "steps", "epochs": "epochs", "batch_size": "batch_size", "device": "device", "seed": "seed",
+    "init_from": "init_from",
 }
 
 
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, help="global batch size (split across processes)")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--seed", type=int, help="seed of the weights, clip order, crops and augmentations")
+    g.add_argument("--init-from", metavar="CKPT", help="start the encoder from this HEAR checkpoint (weights and its "
+                   "input normalisation; the projector starts fresh): continue pretraining an exported model on new data")
     g.add_argument("--resume", action="store_true", help="continue from the newest valid state in RUN_DIR (state.pt, else state.prev.pt) if there is one")
     g.add_argument("--stop-at", type=int, metavar="STEP", help="save the state and exit after this step (time-limited jobs; continue with --resume)")
     g.add_argument("--export", metavar="PATH", help="write RUN_DIR's encoder as a HEAR checkpoint and exit")

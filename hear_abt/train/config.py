@@ -32,6 +32,9 @@ class TrainConfig:
     encoder: str = "audiontt"
     encoder_kwargs: dict = field(default_factory=dict)
     projector: list = field(default_factory=lambda: [8192, 1048])  # hidden..., output
+    # A HEAR checkpoint (e.g. an earlier export) whose encoder weights and
+    # normalisation start the run; the projector starts fresh. "" = random init.
+    init_from: str = ""
     lambd: float = 0.005
 
     # --- optimisation

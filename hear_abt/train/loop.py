@@ -204,6 +204,24 @@ def total_steps(cfg: TrainConfig, n_clips: int) -> int:
     return cfg.steps if cfg.steps > 0 else max(1, int(cfg.epochs * (n_clips // cfg.batch_size)))
 
 
+def load_init(cfg: TrainConfig) -> dict[str, Any]:
+    """The checkpoint named by cfg.init_from, checked against the run's encoder
+    and mel settings; a clear SystemExit when it cannot start this run."""
+    from ..checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        ckpt = load_checkpoint(cfg.init_from)
+    except (FileNotFoundError, CheckpointError) as e:
+        raise SystemExit(f"init_from: {e}") from None
+    enc = ckpt["encoder"]
+    if (enc["name"], dict(enc["kwargs"])) != (cfg.encoder, dict(cfg.encoder_kwargs)):
+        raise SystemExit(f"init_from {cfg.init_from} holds encoder {enc['name']} {dict(enc['kwargs'])}, the run asks for "
+                         f"{cfg.encoder} {dict(cfg.encoder_kwargs)}: set --encoder / encoder_kwargs to match")
+    if dict(ckpt["mel"]) != dict(cfg.mel):
+        raise SystemExit(f"init_from {cfg.init_from} was trained on log-mels {dict(ckpt['mel'])}, the run's are {dict(cfg.mel)}")
+    return ckpt
+
+
 def export_encoder(state: dict, path: str | Path, half: bool = False) -> Path:
     """Write the encoder of a training state as a HEAR checkpoint (DESIGN §8).
     half=True stores the weights as fp16: half the file, for shipping; they
@@ -218,7 +236,8 @@ def export_encoder(state: dict, path: str | Path, half: bool = False) -> Path:
         state_dict=enc,
         train_config=cfg.to_dict(),
         step=state["step"],
-        provenance={"kind": "abt-pretrained", "data": cfg.data, "n_clips": state.get("n_clips"), "norm_stats_source": "the training log-mel cache"},
+        provenance={"kind": "abt-pretrained", "data": cfg.data, "n_clips": state.get("n_clips"),
+                    "norm_stats_source": f"copied from the init_from checkpoint {cfg.init_from}" if cfg.init_from else "the training log-mel cache"},
         half=half,
     )
     save_checkpoint(ckpt, path)
@@ -365,11 +384,17 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
         cfg = resolve_resume_config(state["config"], cfg, given_keys or set())
     elif resume:
         log.info("--resume: no state in %s yet, starting from step 0", run_dir)
+    init = load_init(cfg) if state is None and cfg.init_from else None  # before a long cache build
     cache = open_cache(cfg, ctx)
     if state is not None and state.get("cache") != str(cache.folder) and ctx.is_main:
         log.warning("resuming on a different log-mel cache (%s, was %s): the file list or mel settings changed, "
                     "so the data order will not replay the interrupted run", cache.folder, state.get("cache"))
-    mean, std = cache.norm_stats
+    if state is not None:  # the stats the weights were trained with (an --init-from run's are not the cache's)
+        mean, std = (float(v) for v in state["norm_stats"])
+    elif init is not None:
+        mean, std = (float(v) for v in init["norm_stats"])
+    else:
+        mean, std = cache.norm_stats
     n_steps = total_steps(cfg, len(cache))
     per_epoch = len(cache) // cfg.batch_size
     if per_epoch == 0:
@@ -383,6 +408,8 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
 
     torch.manual_seed(derive_seed(cfg.seed, "init"))
     model = BarlowTwinsModel(build_encoder(cfg.encoder, **cfg.encoder_kwargs), cfg.projector)
+    if init is not None:
+        model.encoder.load_state_dict(init["state_dict"], strict=True)
     if ctx.distributed:
         model = D.convert_batchnorm(model, device)
     model = model.to(device)
