@@ -3,6 +3,7 @@
 # own time limit so a slow stage cannot cost the others their results:
 #   1. log-mel cache of the packed corpus (gpu_corpus/, eval/pack_corpus.py);
 #   2. budgeted training runs (eval/gpu_train.py) -> $OUT/runs/NAME.pt, runs.json;
+#      by default two continuations of checkpoints/default.pt (GPU_LEASE_RUNS to change);
 #   3. the GPU check (eval/gpu_check.py) -> $OUT/gpu_check/gpu_check.{md,json}.
 # Needs: gpu_corpus/ and .whl/ (soundfile, cffi, pycparser, hearvalidator)
 # carried with the working tree. docs/gpu.md gives the preparation and the call.
@@ -35,11 +36,15 @@ timeout 150 python3 -m hear_abt.train --data gpu_corpus --cache-dir /tmp/mels --
 CACHE=$(ls -d /tmp/mels/*/ | head -1)
 python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print({k: d[k] for k in d if k in ('n_clips', 'total_frames', 'skipped', 'norm_stats')})" "$CACHE/index.json"
 
-stamp "2. training runs, ${BUDGET} s each"
-timeout $(( 2 * BUDGET + 60 )) python3 eval/gpu_train.py --data "$CACHE" --out "$OUT/runs" --budget-s "$BUDGET" --device "$DEVICE" \
-  --set batch_size="$BATCH" --set amp=bf16 \
-  --run lr0.8:lr_weights=0.8,lr_biases=0.0192 \
-  --run lr1.6:lr_weights=1.6,lr_biases=0.0384
+# The runs continue the bundled default (--init-from keeps its input normalisation,
+# so `hear-abt init --stats-from checkpoints/default.pt` stays their random reference);
+# GPU_LEASE_RUNS replaces them, e.g. "lr0.8:lr_weights=0.8,lr_biases=0.0192" for one run from random weights.
+RUNS=${GPU_LEASE_RUNS:-"cont-lr0.4:init_from=checkpoints/default.pt,lr_weights=0.4,lr_biases=0.0096 cont-lr0.8:init_from=checkpoints/default.pt,lr_weights=0.8,lr_biases=0.0192"}
+RUN_ARGS=()
+for r in $RUNS; do RUN_ARGS+=(--run "$r"); done
+stamp "2. training runs, ${BUDGET} s each: $RUNS"
+timeout $(( ${#RUN_ARGS[@]} / 2 * BUDGET + 60 )) python3 eval/gpu_train.py --data "$CACHE" --out "$OUT/runs" --budget-s "$BUDGET" --device "$DEVICE" \
+  --set batch_size="$BATCH" --set amp=bf16 "${RUN_ARGS[@]}"
 stamp "training done (rc $?)"
 
 stamp "3. GPU check, at most ${CHECK_LIMIT} s"

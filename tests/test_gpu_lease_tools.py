@@ -97,16 +97,26 @@ def test_budgeted_runs_export_loadable_encoders(tmp_path):
     """Two tiny runs on CPU: each is sized by the measured rate, exported as an
     fp16 HEAR checkpoint, and summarised in runs.json."""
     import hear_abt
+    from hear_abt.hear_api import default_checkpoint_path
 
     corpus = _corpus(tmp_path / "corpus")
     out = tmp_path / "out"
     rc = gpu_train.main(["--data", str(corpus / "manifest.csv"), "--out", str(out), "--work", str(tmp_path / "work"),
                          "--budget-s", "12", "--overhead-s", "4", "--device", "cpu",
                          "--set", "batch_size=4", "--set", "projector=[64,32]", "--set", f"cache_dir={tmp_path / 'mels'}",
-                         "--run", "a:lr_weights=0.2", "--run", "b:lr_weights=0.4"])
+                         "--run", "a:lr_weights=0.2", "--run", "b:lr_weights=0.4",
+                         "--run", f"cont:lr_weights=0.2,init_from={default_checkpoint_path()}"])
     assert rc == 0
     summary = json.loads((out / "runs.json").read_text())
-    assert set(summary["runs"]) == {"a", "b"}
+    assert set(summary["runs"]) == {"a", "b", "cont"}
+    # A continued run starts from the default's encoder (what scripts/gpu_lease.sh does with a lent GPU):
+    # its weights move a little from the default's; a run from random weights ends far from them.
+    with torch.no_grad():
+        default = torch.cat([p.flatten().float() for p in hear_abt.load_model().parameters()])
+        cont, scratch = (torch.cat([p.flatten().float() for p in hear_abt.load_model(str(out / f"{n}.pt")).parameters()])
+                         for n in ("cont", "a"))
+    moved = float((cont - default).norm() / default.norm())
+    assert 0 < moved < 0.1 < float((scratch - default).norm() / default.norm())  # measured: 0.028 and 0.48
     for name, lr in (("a", 0.2), ("b", 0.4)):
         run = summary["runs"][name]
         assert run["status"] == "ok" and run["steps"] >= 10 and run["config"]["lr_weights"] == lr
