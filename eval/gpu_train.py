@@ -48,11 +48,22 @@ def steps_for(budget_s: float, rate: float, batch: int, overhead_s: float) -> in
     return max(10, int((budget_s - overhead_s) * rate / batch))
 
 
+def _top_level_split(text: str) -> list[str]:
+    """Split on commas outside brackets, so a list value (rrc_freq_scale=[1.0,1.0]) stays whole."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return parts + [text[start:]]
+
+
 def parse_run(text: str) -> tuple[str, dict[str, str]]:
     name, _, rest = text.partition(":")
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise SystemExit(f"--run {text!r}: give NAME:KEY=VALUE,... with a name of letters, digits, '.', '-' or '_'")
-    pairs = [p for p in rest.split(",") if p]
+    pairs = [p for p in _top_level_split(rest) if p]
     if any("=" not in p for p in pairs):
         raise SystemExit(f"--run {text!r}: each setting is KEY=VALUE")
     return name, dict(p.split("=", 1) for p in pairs)

@@ -78,6 +78,8 @@ def test_pack_drops_clips_until_the_limit_holds(tmp_path):
 
 def test_run_arguments_and_step_budget():
     assert gpu_train.parse_run("lr0.8:lr_weights=0.8,lr_biases=0.0192") == ("lr0.8", {"lr_weights": "0.8", "lr_biases": "0.0192"})
+    assert gpu_train.parse_run("pitch:rrc_freq_scale=[1.0,1.0],lr_weights=0.4") == (
+        "pitch", {"rrc_freq_scale": "[1.0,1.0]", "lr_weights": "0.4"})
     for bad in (":lr_weights=1", "a/b:x=1", "a:lr_weights"):
         with pytest.raises(SystemExit):
             gpu_train.parse_run(bad)
