@@ -41,7 +41,8 @@ python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print({k: d[k] for 
 # GPU_LEASE_RUNS replaces them, e.g. "lr0.8:lr_weights=0.8,lr_biases=0.0192" for one run from random weights.
 RUNS=${GPU_LEASE_RUNS:-"cont-lr0.4:init_from=checkpoints/default.pt,lr_weights=0.4,lr_biases=0.0096 cont-lr0.8:init_from=checkpoints/default.pt,lr_weights=0.8,lr_biases=0.0192"}
 RUN_ARGS=()
-for r in $RUNS; do RUN_ARGS+=(--run "$r"); done
+read -r -a RUN_LIST <<< "$RUNS"  # split on spaces without glob expansion ([1.0,1.0] is a glob pattern)
+for r in "${RUN_LIST[@]}"; do RUN_ARGS+=(--run "$r"); done
 stamp "2. training runs, ${BUDGET} s each: $RUNS"
 timeout $(( ${#RUN_ARGS[@]} / 2 * BUDGET + 60 )) python3 eval/gpu_train.py --data "$CACHE" --out "$OUT/runs" --budget-s "$BUDGET" --device "$DEVICE" \
   --set batch_size="$BATCH" --set amp=bf16 "${RUN_ARGS[@]}"
