@@ -3,7 +3,8 @@
 # own time limit so a slow stage cannot cost the others their results:
 #   1. log-mel cache of the packed corpus (gpu_corpus/, eval/pack_corpus.py);
 #   2. budgeted training runs (eval/gpu_train.py) -> $OUT/runs/NAME.pt, runs.json;
-#      by default two continuations of checkpoints/default.pt (GPU_LEASE_RUNS to change);
+#      by default two continuations of checkpoints/default.pt, with and without the
+#      frequency scaling (GPU_LEASE_RUNS to change);
 #   3. the GPU check (eval/gpu_check.py) -> $OUT/gpu_check/gpu_check.{md,json}.
 # Needs: gpu_corpus/ and .whl/ (soundfile, cffi, pycparser, hearvalidator)
 # carried with the working tree. docs/gpu.md gives the preparation and the call.
@@ -39,7 +40,10 @@ python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print({k: d[k] for 
 # The runs continue the bundled default (--init-from keeps its input normalisation,
 # so `hear-abt init --stats-from checkpoints/default.pt` stays their random reference);
 # GPU_LEASE_RUNS replaces them, e.g. "lr0.8:lr_weights=0.8,lr_biases=0.0192" for one run from random weights.
-RUNS=${GPU_LEASE_RUNS:-"cont-lr0.4:init_from=checkpoints/default.pt,lr_weights=0.4,lr_biases=0.0096 cont-lr0.8:init_from=checkpoints/default.pt,lr_weights=0.8,lr_biases=0.0192"}
+# The pair tests RandomResizeCrop's frequency scaling at GPU scale (docs/retraining.md: on CPU, without it,
+# pitch .808 against .688 and 8 of 11 tasks ahead at equal steps).
+CONT="init_from=checkpoints/default.pt,lr_weights=0.4,lr_biases=0.0096"
+RUNS=${GPU_LEASE_RUNS:-"cont-lr0.4:$CONT cont-lr0.4-nofreq:$CONT,rrc_freq_scale=[1.0,1.0]"}
 RUN_ARGS=()
 read -r -a RUN_LIST <<< "$RUNS"  # split on spaces without glob expansion ([1.0,1.0] is a glob pattern)
 for r in "${RUN_LIST[@]}"; do RUN_ARGS+=(--run "$r"); done
