@@ -29,6 +29,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from eval.minihear.audio import SR as SAMPLE_RATE  # noqa: E402  (the rate the corpus builder writes)
+from eval.minihear.corpus import read_manifest  # noqa: E402
 
 OPUS_LEVEL = 0.95  # libsndfile compression level: ~20 kbit/s on this corpus (docs/gpu.md)
 EXPECTED_KBPS = 21.0  # used to size the subset before encoding; the size is then checked
@@ -83,13 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)
-    manifest = args.corpus / "manifest.csv"
-    if not manifest.is_file():
-        raise SystemExit(f"{manifest} not found: --corpus must be a folder built by eval/minihear/build.py --corpus")
+    rows = read_manifest(args.corpus)
     if args.out.exists():
         raise SystemExit(f"{args.out} exists; give a new folder")
-    with manifest.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
     budget = args.mib * 2**20
     rows_out = choose(rows, 0.97 * budget * 8 / (EXPECTED_KBPS * 1000), args.seed)
     tmp = args.out.with_name(args.out.name + ".partial")

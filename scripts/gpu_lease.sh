@@ -48,7 +48,7 @@ RUN_ARGS=()
 read -r -a RUN_LIST <<< "$RUNS"  # split on spaces without glob expansion ([1.0,1.0] is a glob pattern)
 for r in "${RUN_LIST[@]}"; do RUN_ARGS+=(--run "$r"); done
 stamp "2. training runs, ${BUDGET} s each: $RUNS"
-timeout $(( ${#RUN_ARGS[@]} / 2 * BUDGET + 60 )) python3 eval/gpu_train.py --data "$CACHE" --out "$OUT/runs" --budget-s "$BUDGET" --device "$DEVICE" \
+timeout $(( ${#RUN_LIST[@]} * BUDGET + 60 )) python3 eval/gpu_train.py --data "$CACHE" --out "$OUT/runs" --budget-s "$BUDGET" --device "$DEVICE" \
   --set batch_size="$BATCH" --set amp=bf16 "${RUN_ARGS[@]}"
 stamp "training done (rc $?)"
 

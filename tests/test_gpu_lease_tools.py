@@ -114,10 +114,10 @@ def test_budgeted_runs_export_loadable_encoders(tmp_path):
     # A continued run starts from the default's encoder (what scripts/gpu_lease.sh does with a lent GPU).
     # At learning rate 0 it must come back unchanged, however many steps this machine's speed buys;
     # a run from random weights ends far from it.
-    with torch.no_grad():
-        default = torch.cat([p.flatten().float() for p in hear_abt.load_model().parameters()])
-        cont, scratch = (torch.cat([p.flatten().float() for p in hear_abt.load_model(str(out / f"{n}.pt")).parameters()])
-                         for n in ("cont", "a"))
+    def weights(path: str = "") -> torch.Tensor:
+        return torch.cat([p.detach().flatten().float() for p in hear_abt.load_model(path).parameters()])
+
+    default, cont, scratch = weights(), weights(str(out / "cont.pt")), weights(str(out / "a.pt"))
     assert torch.equal(cont, default)
     assert float((scratch - default).norm() / default.norm()) > 0.1  # measured: 0.48
     for name, lr in (("a", 0.2), ("b", 0.4)):

@@ -163,6 +163,15 @@ MIXES = ("real", "synthetic", "both")
 SYNTH_KIND = {"speech": "speech", "music": "music", "drums": "music", "game_music": "music", "sfx": "environment"}
 
 
+def read_manifest(folder: Path) -> list[dict]:
+    """The rows of a built corpus's manifest.csv, for the tools that take `--corpus`."""
+    manifest = Path(folder) / "manifest.csv"
+    if not manifest.is_file():
+        raise SystemExit(f"{manifest} not found: --corpus must be a folder built by eval/minihear/build.py --corpus")
+    with manifest.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
 def build_corpus(out: Path, hours: float, seed: int, n_proc: int, cache: Path | None = None,
                  mix: str = "synthetic", packages: list[str] | None = None, deb_cache: Path | None = None) -> int:
     """Write the corpus (clips, manifest.csv, report.md/json); returns the number of clips.

@@ -13,8 +13,15 @@ from __future__ import annotations
 import argparse
 import csv
 import random
+import sys
 from collections import defaultdict
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `eval.minihear` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    __package__ = "eval.minihear"
+
+from eval.minihear.corpus import read_manifest  # noqa: E402
 
 SYNTHETIC = "synthetic"
 
@@ -67,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="manifest to write (CSV with a path column)")
     args = ap.parse_args(argv)
     manifest = args.corpus / "manifest.csv"
-    if not manifest.is_file():
-        raise SystemExit(f"{manifest} not found: --corpus must be a folder written by build.py --corpus")
-    with open(manifest, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_manifest(args.corpus)
     if not rows:
         raise SystemExit(f"{manifest} lists no clips")
     try:
