@@ -1,6 +1,9 @@
 """The loop: exact resume, export through load_model, NaN guard, config plumbing."""
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -247,3 +250,20 @@ def test_init_from_flag_sets_the_config():
 
     cfg, given = resolve_config(build_parser().parse_args(["--data", "x", "--init-from", "a.pt"]))
     assert cfg.init_from == "a.pt" and "init_from" in given
+
+
+
+@pytest.mark.parametrize("disable", ["", "1"])
+def test_tqdm_disable_silences_the_progress_bar(tiny_config, tmp_path, disable):
+    """TQDM_DISABLE=1 keeps the bar out of a log file; the trainer must not override it.
+    A subprocess, because tqdm reads TQDM_* once, when it is imported."""
+    cfg = tiny_config(steps=2)
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(cfg.to_dict()))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")}
+    if disable:
+        env["TQDM_DISABLE"] = disable
+    r = subprocess.run([sys.executable, "-m", "hear_abt.train", "--config", str(cfg_file)],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert ("train:" in r.stderr) == (not disable), r.stderr[-2000:]

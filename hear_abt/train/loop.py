@@ -478,7 +478,10 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
 
     from tqdm import tqdm
 
-    bar = tqdm(total=n_steps, initial=step, desc="train", unit="step", disable=not ctx.is_main, mininterval=1)
+    # Only other ranks are silenced explicitly: an explicit disable=False would
+    # override the user's TQDM_DISABLE=1 (tqdm reads TQDM_* only for unset arguments).
+    quiet = {} if ctx.is_main else {"disable": True}
+    bar = tqdm(total=n_steps, initial=step, desc="train", unit="step", mininterval=1, **quiet)
     losses: list[float] = []
     timed_steps, timed_s, t_last = 0, 0.0, time.perf_counter()
     t_start, sps, c_last, exported = t_last, float("nan"), None, None
