@@ -1,14 +1,14 @@
 """Pack a subset of a pretraining corpus as Opus, to fit a size limit.
 
 A lent GPU machine takes only 64 MiB of working tree (docs/gpu.md). Opus at
-~20 kbit/s carries about 5 h of 16 kHz audio in 44 MiB, where the trainer's
+~12 kbit/s carries about 9 h of 16 kHz audio in 46 MiB, where the trainer's
 fp16 log-mel cache would carry under 1 h. The subset is chosen by
 water-filling over (origin, kind) groups of the corpus manifest: every group
 gets the same number of seconds, or all it has if it has less, so small
 sources (environment sounds, one language's prompts) are kept whole and the
 big music packages do not crowd them out. Deterministic for a given seed.
 
-    python eval/pack_corpus.py --corpus ~/.cache/hear-abt/corpus-v2-both --out gpu_corpus --mib 44
+    python eval/pack_corpus.py --corpus ~/.cache/hear-abt/corpus-v2-both --out gpu_corpus --mib 46.5
 
 The GPU machine decodes it with soundfile (carry its wheel: docs/gpu.md).
 """
@@ -31,8 +31,11 @@ if str(REPO) not in sys.path:
 from eval.minihear.audio import SR as SAMPLE_RATE  # noqa: E402  (the rate the corpus builder writes)
 from eval.minihear.corpus import read_manifest  # noqa: E402
 
-OPUS_LEVEL = 0.95  # libsndfile compression level: ~20 kbit/s on this corpus (docs/gpu.md)
-EXPECTED_KBPS = 21.0  # used to size the subset before encoding; the size is then checked
+# libsndfile's Opus compression level. On corpus v2 (40 clips, 2026-11-28): 0.95 ->
+# 19.3 kbit/s, log-mels off by 0.09 std; 0.98 -> 11.4 kbit/s, 0.14 std; 0.99 ->
+# 8.8 kbit/s, 0.53 std. 0.98 carries 1.7x the hours of 0.95 for little loss.
+OPUS_LEVEL = 0.98
+PILOT_CLIPS = 24  # clips encoded first to size the subset and measure the loss
 
 
 def water_fill(available: dict[str, float], total: float) -> dict[str, float]:
@@ -64,16 +67,48 @@ def choose(rows: list[dict], seconds: float, seed: int) -> list[dict]:
     return sorted(chosen, key=lambda r: r["file"])
 
 
-def encode(job: tuple[str, str]) -> int:
+def _mono(src: str):
     import numpy as np
     import soundfile as sf
 
-    src, dst = job
     x, sr = sf.read(src, dtype="float32", always_2d=True)
     if sr != SAMPLE_RATE:
         raise SystemExit(f"{src}: {sr} Hz; the corpus is {SAMPLE_RATE} Hz")
-    sf.write(dst, np.ascontiguousarray(x.mean(1)), SAMPLE_RATE, format="OGG", subtype="OPUS", compression_level=OPUS_LEVEL)
+    return np.ascontiguousarray(x.mean(1))
+
+
+def encode(job: tuple[str, str, float]) -> int:
+    import soundfile as sf
+
+    src, dst, level = job
+    sf.write(dst, _mono(src), SAMPLE_RATE, format="OGG", subtype="OPUS", compression_level=level)
     return os.path.getsize(dst)
+
+
+def pilot(srcs: list[str], level: float) -> tuple[float, float]:
+    """(kbit/s, mean |log-mel difference| in standard deviations of the clean
+    log-mels) of these clips at this level: sizes the subset before the long
+    encode, and says in the report what the codec costs."""
+    import io
+
+    import soundfile as sf
+    import torch
+
+    from hear_abt.frontend import LogMel
+
+    lm, bits, seconds, clean, diffs = LogMel(), 0, 0.0, [], []
+    for src in srcs:
+        x = _mono(src)
+        buf = io.BytesIO()
+        sf.write(buf, x, SAMPLE_RATE, format="OGG", subtype="OPUS", compression_level=level)
+        bits, seconds = bits + 8 * buf.tell(), seconds + len(x) / SAMPLE_RATE
+        buf.seek(0)
+        y = sf.read(buf, dtype="float32")[0]
+        n = min(len(x), len(y))
+        a, b = (lm(torch.from_numpy(v[:n]).unsqueeze(0)) for v in (x, y))
+        clean.append(a.flatten())
+        diffs.append((a - b).abs().flatten())
+    return bits / seconds / 1000, float(torch.cat(diffs).mean() / torch.cat(clean).std())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,17 +116,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", type=Path, required=True, help="a corpus folder built by eval/minihear/build.py --corpus (has manifest.csv)")
     ap.add_argument("--out", type=Path, required=True, help="output folder (created; must not exist)")
     ap.add_argument("--mib", type=float, default=44.0, help="size limit of the packed folder in MiB")
+    ap.add_argument("--level", type=float, default=OPUS_LEVEL, help="Opus compression level, 0-1 (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)
+    if not 0.0 <= args.level <= 1.0:
+        raise SystemExit(f"--level must be between 0 and 1, got {args.level}")
     rows = read_manifest(args.corpus)
     if args.out.exists():
         raise SystemExit(f"{args.out} exists; give a new folder")
     budget = args.mib * 2**20
-    rows_out = choose(rows, 0.97 * budget * 8 / (EXPECTED_KBPS * 1000), args.seed)
+    sample = sorted(rows, key=lambda r: r["file"])
+    random.Random(f"{args.seed}:pilot").shuffle(sample)
+    kbps, loss = pilot([str(args.corpus / r["file"]) for r in sample[:PILOT_CLIPS]], args.level)
+    rows_out = choose(rows, 0.97 * budget * 8 / (1.05 * kbps * 1000), args.seed)
     tmp = args.out.with_name(args.out.name + ".partial")
     tmp.mkdir(parents=True, exist_ok=False)
-    jobs = [(str(args.corpus / r["file"]), str(tmp / (Path(r["file"]).stem + ".opus"))) for r in rows_out]
+    jobs = [(str(args.corpus / r["file"]), str(tmp / (Path(r["file"]).stem + ".opus")), args.level) for r in rows_out]
     with ProcessPoolExecutor(args.workers) as pool:
         sizes = list(pool.map(encode, jobs, chunksize=16))
     while sum(sizes) > budget - 64 * 1024:  # over the estimate: drop the last-listed clips until it fits
@@ -104,11 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     with (tmp / "manifest.csv").open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["path", "kind", "seconds", "origin"])
-        for (_, dst), r in zip(jobs, rows_out):
+        for (_, dst, _), r in zip(jobs, rows_out):
             w.writerow([Path(dst).name, r["kind"], r["seconds"], r["origin"]])
     report = {"clips": len(rows_out), "hours": round(sum(hours.values()), 2), "hours_by_kind": {k: round(v, 2) for k, v in sorted(hours.items())},
               "mib": round(sum(sizes) / 2**20, 2), "kbps": round(sum(sizes) * 8 / (3600 * sum(hours.values())) / 1000, 1),
-              "opus_level": OPUS_LEVEL, "seed": args.seed, "source_corpus": str(args.corpus)}
+              "opus_level": args.level, "logmel_mean_abs_diff_std": round(loss, 3), "seed": args.seed, "source_corpus": str(args.corpus)}
     (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     tmp.rename(args.out)
     print(json.dumps(report))

@@ -58,6 +58,7 @@ def test_pack_writes_decodable_opus_within_the_limit(tmp_path):
     files = sorted(out.glob("*.opus"))
     assert report["clips"] == len(files) == 6  # 22 s of audio fit in 0.5 MiB
     assert sum(f.stat().st_size for f in files) <= 0.5 * 2**20 and 5 < report["kbps"] < 40
+    assert report["opus_level"] == pack_corpus.OPUS_LEVEL and 0 < report["logmel_mean_abs_diff_std"] < 0.5
     y, sr = sf.read(files[0], dtype="float32")
     assert sr == 16000 and abs(len(y) - 59000) < 1000 and np.abs(y).max() > 0.01
     with (out / "manifest.csv").open() as f:
@@ -66,6 +67,20 @@ def test_pack_writes_decodable_opus_within_the_limit(tmp_path):
         pack_corpus.main(["--corpus", str(corpus), "--out", str(out)])
     with pytest.raises(SystemExit, match="manifest.csv"):
         pack_corpus.main(["--corpus", str(tmp_path), "--out", str(tmp_path / "x")])
+
+
+def test_pack_level_trades_bit_rate_for_fidelity(tmp_path):
+    """A higher level means fewer bits and a larger log-mel error; the report says both."""
+    corpus = _corpus(tmp_path / "corpus")
+    reports = {}
+    for level in (0.9, 0.99):
+        out = tmp_path / f"packed{level}"
+        pack_corpus.main(["--corpus", str(corpus), "--out", str(out), "--mib", "0.5", "--workers", "1", "--level", str(level)])
+        reports[level] = json.loads((out / "report.json").read_text())
+    assert reports[0.99]["kbps"] < 0.8 * reports[0.9]["kbps"]
+    assert reports[0.99]["logmel_mean_abs_diff_std"] > reports[0.9]["logmel_mean_abs_diff_std"]
+    with pytest.raises(SystemExit, match="between 0 and 1"):
+        pack_corpus.main(["--corpus", str(corpus), "--out", str(tmp_path / "x"), "--level", "1.5"])
 
 
 def test_pack_drops_clips_until_the_limit_holds(tmp_path):
