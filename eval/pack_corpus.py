@@ -108,6 +108,8 @@ def pilot(srcs: list[str], level: float) -> tuple[float, float]:
         a, b = (lm(torch.from_numpy(v[:n]).unsqueeze(0)) for v in (x, y))
         clean.append(a.flatten())
         diffs.append((a - b).abs().flatten())
+    if seconds == 0:
+        raise SystemExit("the corpus's pilot clips hold no audio to measure the codec on")
     return bits / seconds / 1000, float(torch.cat(diffs).mean() / torch.cat(clean).std())
 
 

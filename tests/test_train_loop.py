@@ -252,7 +252,6 @@ def test_init_from_flag_sets_the_config():
     assert cfg.init_from == "a.pt" and "init_from" in given
 
 
-
 @pytest.mark.parametrize("disable", ["", "1"])
 def test_tqdm_disable_silences_the_progress_bar(tiny_config, tmp_path, disable):
     """TQDM_DISABLE=1 keeps the bar out of a log file; the trainer must not override it.
