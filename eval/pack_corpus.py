@@ -77,11 +77,16 @@ def _mono(src: str):
     return np.ascontiguousarray(x.mean(1))
 
 
-def encode(job: tuple[str, str, float]) -> int:
+def write_opus(dst, x, level: float) -> None:
+    """The one place for the codec settings: the pilot measures what encode writes."""
     import soundfile as sf
 
+    sf.write(dst, x, SAMPLE_RATE, format="OGG", subtype="OPUS", compression_level=level)
+
+
+def encode(job: tuple[str, str, float]) -> int:
     src, dst, level = job
-    sf.write(dst, _mono(src), SAMPLE_RATE, format="OGG", subtype="OPUS", compression_level=level)
+    write_opus(dst, _mono(src), level)
     return os.path.getsize(dst)
 
 
@@ -100,7 +105,7 @@ def pilot(srcs: list[str], level: float) -> tuple[float, float]:
     for src in srcs:
         x = _mono(src)
         buf = io.BytesIO()
-        sf.write(buf, x, SAMPLE_RATE, format="OGG", subtype="OPUS", compression_level=level)
+        write_opus(buf, x, level)
         bits, seconds = bits + 8 * buf.tell(), seconds + len(x) / SAMPLE_RATE
         buf.seek(0)
         y = sf.read(buf, dtype="float32")[0]
