@@ -19,6 +19,7 @@ import csv
 import json
 import os
 import random
+import shutil
 import sys
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -36,6 +37,9 @@ from eval.minihear.corpus import read_manifest  # noqa: E402
 # 8.8 kbit/s, 0.53 std. 0.98 carries 1.7x the hours of 0.95 for little loss.
 OPUS_LEVEL = 0.98
 PILOT_CLIPS = 24  # clips encoded first to size the subset and measure the loss
+RESERVE_BYTES = 64 * 1024  # left free under --mib for the manifest and report
+TOP_UP_ROUNDS = 3  # the pilot's estimate is cautious: encode more while room is left
+TOP_UP_MIN = 0.01  # ... and at least this share of the limit is free
 
 
 def water_fill(available: dict[str, float], total: float) -> dict[str, float]:
@@ -133,26 +137,43 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists():
         raise SystemExit(f"{args.out} exists; give a new folder")
     budget = args.mib * 2**20
+    if budget <= RESERVE_BYTES:
+        raise SystemExit(f"--mib {args.mib:g} leaves no room for audio: {RESERVE_BYTES // 1024} KiB are kept for the manifest and report")
     sample = sorted(rows, key=lambda r: r["file"])
     random.Random(f"{args.seed}:pilot").shuffle(sample)
     kbps, loss = pilot([str(args.corpus / r["file"]) for r in sample[:PILOT_CLIPS]], args.level)
-    rows_out = choose(rows, 0.97 * budget * 8 / (1.05 * kbps * 1000), args.seed)
+    limit = budget - RESERVE_BYTES
+    seconds = 0.97 * limit * 8 / (1.05 * kbps * 1000)  # the pilot's rate, with a margin
     tmp = args.out.with_name(args.out.name + ".partial")
     tmp.mkdir(parents=True, exist_ok=False)
-    jobs = [(str(args.corpus / r["file"]), str(tmp / (Path(r["file"]).stem + ".opus")), args.level) for r in rows_out]
+    added: list[tuple[dict, str, int]] = []  # (row, opus path, bytes) in the order encoded
     with ProcessPoolExecutor(args.workers) as pool:
-        sizes = list(pool.map(encode, jobs, chunksize=16))
-    while sum(sizes) > budget - 64 * 1024:  # over the estimate: drop the last-listed clips until it fits
-        os.remove(jobs.pop()[1])
-        sizes.pop()
-        rows_out.pop()
+        for _ in range(1 + TOP_UP_ROUNDS):
+            done = {r["file"] for r, _, _ in added}
+            new = [r for r in choose(rows, seconds, args.seed) if r["file"] not in done]
+            if not new:
+                break
+            dsts = [str(tmp / (Path(r["file"]).stem + ".opus")) for r in new]
+            sizes = pool.map(encode, [(str(args.corpus / r["file"]), d, args.level) for r, d in zip(new, dsts)], chunksize=16)
+            added += zip(new, dsts, sizes)
+            used, secs = sum(b for _, _, b in added), sum(float(r["seconds"]) for r, _, _ in added)
+            if limit - used < TOP_UP_MIN * limit:
+                break
+            seconds = secs + 0.98 * (limit - used) * secs / used  # top up at the rate measured so far
+    while sum(b for _, _, b in added) > limit:  # over the estimate: drop the latest-added clips until it fits
+        os.remove(added.pop()[1])
+    if not added:
+        shutil.rmtree(tmp)
+        raise SystemExit(f"not one clip fits in --mib {args.mib:g}")
+    added.sort(key=lambda a: a[0]["file"])
+    rows_out, dsts, sizes = [a[0] for a in added], [a[1] for a in added], [a[2] for a in added]
     hours = defaultdict(float)
     for r in rows_out:
         hours[r["kind"]] += float(r["seconds"]) / 3600
     with (tmp / "manifest.csv").open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["path", "kind", "seconds", "origin"])
-        for (_, dst, _), r in zip(jobs, rows_out):
+        for dst, r in zip(dsts, rows_out):
             w.writerow([Path(dst).name, r["kind"], r["seconds"], r["origin"]])
     report = {"clips": len(rows_out), "hours": round(sum(hours.values()), 2), "hours_by_kind": {k: round(v, 2) for k, v in sorted(hours.items())},
               "mib": round(sum(sizes) / 2**20, 2), "kbps": round(sum(sizes) * 8 / (3600 * sum(hours.values())) / 1000, 1),
