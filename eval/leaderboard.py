@@ -1,6 +1,7 @@
 """Write the leaderboard (markdown + one bar plot per group) from every run's scores.json.
 
     python eval/leaderboard.py [--results-dir eval/results] [--random-tag random]
+    python eval/leaderboard.py --random-for RUN=random-s0+random-s1   # a mean of seeds as RUN's reference
 
 One row per tag (a model run by eval/run.py), one column per task, grouped as
 the paper groups them (speech, env, music, event), plus group means. The
@@ -52,6 +53,15 @@ def load_runs(results_dir: Path) -> tuple[list[Row], dict[str, dict], list[dict]
             cells[folder] = (s["mean"], s["std"])
         rows.append(Row(data["tag"], cells))
     return rows, tasks, runs
+
+
+def seed_mean_row(name: str, members: list[Row]) -> Row:
+    """A random reference averaged over several seeds (``a+b``): one random
+    initialisation moves a task's score by several points, so a mean of seeds
+    is the harder reference to beat by luck. Only tasks every member scored."""
+    common = set.intersection(*(set(m) for m in members))
+    return Row(name, {f: (statistics.fmean(m[f][0] for m in members), None) for f in common
+                      if all(m[f][0] is not None for m in members)})
 
 
 def paper_rows(tasks: dict[str, dict]) -> list[Row]:
@@ -161,10 +171,15 @@ def markdown(rows: list[Row], cols: dict[str, list[str]], runs: list[dict], rand
     out += table(lambda row: [_fmt(*row.get(f, (None, None))) for f in flat]
                  + [_fmt(group_mean(row, fs)) for fs in cols.values()])
     by_name = {r.name: r for r in rows if not r.paper}
+    for tag in {random_tag, *random_for.values()}:
+        parts = tag.split("+")
+        if len(parts) > 1 and all(t in by_name for t in parts):
+            by_name[tag] = seed_mean_row(tag, [by_name[t] for t in parts])
     missing = sorted({t for t in random_for.values() if t not in by_name})  # a missing random_tag is a note below, not an error
     if missing:
         raise SystemExit(f"no run tagged {', '.join(missing)} in the results")
     refs = {random_tag, *random_for.values()}
+    refs |= {part for tag in refs for part in tag.split("+")}
     ref = by_name.get(random_tag)
     out += ["", f"## %↑RAND (relative gain over `{random_tag}`" + (", or the run's own reference where named)" if random_for else ")"), ""]
     if ref is None and not random_for:
@@ -221,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results-dir", type=Path, default=EVAL_DIR / "results")
     p.add_argument("--random-tag", default="random", help="run that %%↑RAND is relative to")
     p.add_argument("--random-for", action="append", default=[], metavar="RUN=RANDOM",
-                   help="give RUN its own random reference (random weights with RUN's normalisation); repeatable")
+                   help="give RUN its own random reference (random weights with RUN's normalisation); repeatable. "
+                        "RANDOM may be TAG+TAG...: the mean of several random seeds")
     args = p.parse_args(argv)
     if any("=" not in m for m in args.random_for):
         p.error("--random-for takes RUN=RANDOM_TAG")

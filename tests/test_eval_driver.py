@@ -191,6 +191,13 @@ def test_leaderboard_has_paper_rows_group_means_and_gain_over_random(tmp_path):
     assert not re.search(r"^\| random2? \|", md.split("## %↑RAND")[1], re.M)  # references get no row of their own
     with pytest.raises(SystemExit, match="nope"):
         leaderboard.main(["--results-dir", str(tmp_path), "--random-for", "abt2=nope"])
+    # a mean of two random seeds as the reference: (0.45, 0.55) here
+    assert leaderboard.main(["--results-dir", str(tmp_path), "--random-for", "abt2=random+random2"]) == 0
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "| abt2 | +66.7% | +45.5% | +66.7% | +45.5% | 2/2 | +56.1% | +55.1% | random+random2 |" in md
+    assert not re.search(r"^\| random2? \|", md.split("## %↑RAND")[1], re.M)
+    with pytest.raises(SystemExit, match=r"random\+nope"):
+        leaderboard.main(["--results-dir", str(tmp_path), "--random-for", "abt2=random+nope"])
     assert (tmp_path / "leaderboard_music.png").is_file()
 
 
