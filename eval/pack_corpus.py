@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import random
@@ -37,7 +38,7 @@ from eval.minihear.corpus import read_manifest  # noqa: E402
 # 8.8 kbit/s, 0.53 std. 0.98 carries 1.7x the hours of 0.95 for little loss.
 OPUS_LEVEL = 0.98
 PILOT_CLIPS = 24  # clips encoded first to size the subset and measure the loss
-RESERVE_BYTES = 64 * 1024  # left free under --mib for the manifest and report
+REPORT_BYTES = 4096  # kept under --mib for report.json; the manifest is counted as it grows
 TOP_UP_ROUNDS = 3  # the pilot's estimate is cautious: encode more while room is left
 TOP_UP_MIN = 0.01  # ... and at least this share of the limit is free
 
@@ -69,6 +70,16 @@ def choose(rows: list[dict], seconds: float, seed: int) -> list[dict]:
             chosen.append(r)
             got += float(r["seconds"])
     return sorted(chosen, key=lambda r: r["file"])
+
+
+def manifest_text(rows: list[dict]) -> str:
+    """The packed manifest, one place for its format: its size counts against --mib."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "kind", "seconds", "origin"])
+    for r in rows:
+        w.writerow([Path(r["file"]).stem + ".opus", r["kind"], r["seconds"], r["origin"]])
+    return buf.getvalue()
 
 
 def _mono(src: str):
@@ -137,13 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists():
         raise SystemExit(f"{args.out} exists; give a new folder")
     budget = args.mib * 2**20
-    if budget <= RESERVE_BYTES:
-        raise SystemExit(f"--mib {args.mib:g} leaves no room for audio: {RESERVE_BYTES // 1024} KiB are kept for the manifest and report")
+    if budget <= REPORT_BYTES + len(manifest_text([])):
+        raise SystemExit(f"--mib {args.mib:g} leaves no room for audio: {REPORT_BYTES // 1024} KiB are kept for the report")
     sample = sorted(rows, key=lambda r: r["file"])
     random.Random(f"{args.seed}:pilot").shuffle(sample)
     kbps, loss = pilot([str(args.corpus / r["file"]) for r in sample[:PILOT_CLIPS]], args.level)
-    limit = budget - RESERVE_BYTES
+    limit = budget - REPORT_BYTES
     seconds = 0.97 * limit * 8 / (1.05 * kbps * 1000)  # the pilot's rate, with a margin
+
+    def packed_bytes(added: list[tuple[dict, str, int]]) -> int:
+        return sum(b for _, _, b in added) + len(manifest_text([r for r, _, _ in added]).encode())
     tmp = args.out.with_name(args.out.name + ".partial")
     tmp.mkdir(parents=True, exist_ok=False)
     added: list[tuple[dict, str, int]] = []  # (row, opus path, bytes) in the order encoded
@@ -156,25 +170,21 @@ def main(argv: list[str] | None = None) -> int:
             dsts = [str(tmp / (Path(r["file"]).stem + ".opus")) for r in new]
             sizes = pool.map(encode, [(str(args.corpus / r["file"]), d, args.level) for r, d in zip(new, dsts)], chunksize=16)
             added += zip(new, dsts, sizes)
-            used, secs = sum(b for _, _, b in added), sum(float(r["seconds"]) for r, _, _ in added)
+            used, secs = packed_bytes(added), sum(float(r["seconds"]) for r, _, _ in added)
             if limit - used < TOP_UP_MIN * limit:
                 break
             seconds = secs + 0.98 * (limit - used) * secs / used  # top up at the rate measured so far
-    while sum(b for _, _, b in added) > limit:  # over the estimate: drop the latest-added clips until it fits
+    while added and packed_bytes(added) > limit:  # over the estimate: drop the latest-added clips until it fits
         os.remove(added.pop()[1])
     if not added:
         shutil.rmtree(tmp)
         raise SystemExit(f"not one clip fits in --mib {args.mib:g}")
     added.sort(key=lambda a: a[0]["file"])
-    rows_out, dsts, sizes = [a[0] for a in added], [a[1] for a in added], [a[2] for a in added]
+    rows_out, sizes = [a[0] for a in added], [a[2] for a in added]
     hours = defaultdict(float)
     for r in rows_out:
         hours[r["kind"]] += float(r["seconds"]) / 3600
-    with (tmp / "manifest.csv").open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "kind", "seconds", "origin"])
-        for dst, r in zip(dsts, rows_out):
-            w.writerow([Path(dst).name, r["kind"], r["seconds"], r["origin"]])
+    (tmp / "manifest.csv").write_bytes(manifest_text(rows_out).encode())
     report = {"clips": len(rows_out), "hours": round(sum(hours.values()), 2), "hours_by_kind": {k: round(v, 2) for k, v in sorted(hours.items())},
               "mib": round(sum(sizes) / 2**20, 2), "kbps": round(sum(sizes) * 8 / (3600 * sum(hours.values())) / 1000, 1),
               "opus_level": args.level, "logmel_mean_abs_diff_std": round(loss, 3), "seed": args.seed, "source_corpus": str(args.corpus)}
