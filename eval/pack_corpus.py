@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def packed_bytes(added: list[tuple[dict, str, int]]) -> int:
         return sum(b for _, _, b in added) + len(manifest_text([r for r, _, _ in added]).encode())
+
     tmp = args.out.with_name(args.out.name + ".partial")
     tmp.mkdir(parents=True, exist_ok=False)
     added: list[tuple[dict, str, int]] = []  # (row, opus path, bytes) in the order encoded
