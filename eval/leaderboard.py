@@ -15,6 +15,9 @@ a task where random weights score low, gap closed weighs every task alike.
 
 A group mean is shown only when the row has a number for every task of that
 group in the table, so means over different task sets are never compared.
+Where runs recorded different builds of one task folder (``task_fingerprints``
+in scores.json, eval/task_fingerprint.py), a section names the task and which
+tags saw which build: those scores are not comparable.
 """
 from __future__ import annotations
 
@@ -140,6 +143,17 @@ def _beats(row: Row, ref: Row, folders: list[str]) -> list[str]:
     return [f"{above}/{len(pairs)}", "—" if gain is None else f"{gain:+.1f}%", "—" if gap is None else f"{gap:+.1f}%"]
 
 
+def build_conflicts(runs: list[dict]) -> dict[str, dict[str, list[str]]]:
+    """task folder -> {fingerprint: tags} for tasks scored on more than one build.
+    Runs that recorded no fingerprint for a task are left out: unknown is not different."""
+    seen: dict[str, dict[str, list[str]]] = {}
+    for r in runs:
+        for folder, fp in r.get("task_fingerprints", {}).items():
+            if folder in r["tasks"]:
+                seen.setdefault(folder, {}).setdefault(fp, []).append(r["tag"])
+    return {f: by_fp for f, by_fp in seen.items() if len(by_fp) > 1}
+
+
 def markdown(rows: list[Row], cols: dict[str, list[str]], runs: list[dict], random_tag: str,
              random_for: dict[str, str] | None = None) -> str:
     """random_for: run tag -> the tag of its own random-weights reference (the
@@ -167,6 +181,14 @@ def markdown(rows: list[Row], cols: dict[str, list[str]], runs: list[dict], rand
         model = Path(r["model"]).name if r.get("model") else "(module default)"
         out.append(f"| {r['tag']} | {r['module']} | {model} | {r['grid']} | {r['grid_points']} | "
                    f"{len(r['tasks'])} | {secs:.0f} |")
+    conflicts = build_conflicts(runs)
+    if conflicts:
+        out += ["", "## Different builds of one task", "",
+                "These tasks were scored on more than one build (the task folder's content fingerprint differs). "
+                "Compare a task's scores only between tags that share a build.", ""]
+        for folder, by_fp in sorted(conflicts.items()):
+            out.append(f"- **{short(folder)}**: " + "; ".join(
+                f"`{fp}`: {', '.join(sorted(tags))}" for fp, tags in sorted(by_fp.items())))
     out += ["", "## Scores", ""]
     out += table(lambda row: [_fmt(*row.get(f, (None, None))) for f in flat]
                  + [_fmt(group_mean(row, fs)) for fs in cols.values()])

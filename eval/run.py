@@ -42,6 +42,7 @@ sys.path.insert(0, str(EVAL_DIR))
 from hear_tasks import find_tasks, read_metadata, task_group  # noqa: E402
 from scores import collect, write_scores  # noqa: E402
 from task_check import check_task, describe  # noqa: E402
+from task_fingerprint import task_fingerprint  # noqa: E402
 
 DEFAULT_RESULTS = EVAL_DIR / "results"
 
@@ -134,6 +135,24 @@ def _check_settings(work: Path, settings: dict) -> None:
         path.write_text(json.dumps(settings, indent=2))
 
 
+def fingerprints_or_exit(stored: dict[str, str], tasks: list[Path], tag: str) -> dict[str, str]:
+    """The stored fingerprints updated with ``tasks``'; exits when a task a
+    tag has worked on has since been rebuilt differently (its embeddings and
+    scores belong to the other build)."""
+    fingerprints = dict(stored)
+    changed = []
+    for task_dir in tasks:
+        fp = task_fingerprint(task_dir)
+        if fingerprints.get(task_dir.name, fp) != fp:
+            changed.append(f"{task_dir.name} ({fingerprints[task_dir.name]} then, {fp} now)")
+        fingerprints[task_dir.name] = fp
+    if changed:
+        sys.exit(f"{tag}: task folders changed since this tag's earlier run: {', '.join(changed)}. "
+                 f"Its embeddings and scores belong to the earlier build; use a new --tag "
+                 f"(or delete eval/results/{tag}/ to start over).")
+    return fingerprints
+
+
 def run(args: argparse.Namespace) -> int:
     out = args.results_dir / args.tag
     work = out / "work"
@@ -154,8 +173,14 @@ def run(args: argparse.Namespace) -> int:
     scores_path = out / "scores.json"
     previous = _read_previous(scores_path)
     timing: dict[str, dict[str, float]] = previous.get("timing_s", {})
+    fingerprints = fingerprints_or_exit(previous.get("task_fingerprints", {}), tasks, args.tag)
     failed: list[str] = []
     py, compat = sys.executable, str(EVAL_DIR / "heareval_compat.py")
+    header = {"tag": args.tag, **settings, "tasks_dir": str(args.tasks_dir.resolve()),
+              "task_fingerprints": fingerprints}
+    # the fingerprints go to disk before any work, so a run killed mid-task is checked on resume too
+    kept = previous.get("tasks", {})  # scores whose work/ folder was deleted stay until their task runs again
+    write_scores(scores_path, {**header, "timing_s": timing}, {**kept, **collect(emb_root, all_tasks)})
     print(f"{args.tag}: {len(tasks)} tasks from {args.tasks_dir}, module {args.module}, grid {args.grid}", flush=True)
 
     for i, task_dir in enumerate(tasks, 1):
@@ -197,13 +222,12 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{prefix}: predictions FAILED (rc {rc}), see {logs / (name + '.predictions.log')}", flush=True)
                 failed.append(name)
                 continue
-        task_scores = collect(emb_root, all_tasks)  # earlier --tasks subsets too
+        task_scores = {**kept, **collect(emb_root, all_tasks)}  # earlier --tasks subsets too
         s = task_scores.get(name, {})
         mean, std = s.get("mean"), s.get("std")
         shown = "nan" if mean is None else f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
         print(f"{prefix}: {s.get('metric', '?')} {shown} ({t.get('predictions', 0):.0f} s)", flush=True)
-        header = {"tag": args.tag, **settings, "tasks_dir": str(args.tasks_dir.resolve()), "timing_s": timing}
-        write_scores(scores_path, header, task_scores)
+        write_scores(scores_path, {**header, "timing_s": timing}, task_scores)
 
     print(f"scores: {scores_path}" + (f"; FAILED: {', '.join(failed)}" if failed else ""), flush=True)
     return 1 if failed else 0
