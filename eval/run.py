@@ -9,7 +9,9 @@ on current Lightning), each as a subprocess with its log under
 ``eval/results/<tag>/work/logs/``. It resumes: a task whose embeddings carry
 heareval's ``.done.embeddings`` marker is not embedded again, and one with
 ``prediction-done.json`` and ``test.predicted-scores.json`` is not trained
-again. After every task the scores so far go to ``eval/results/<tag>/scores.json``.
+again. After every task the scores so far go to ``eval/results/<tag>/scores.json``,
+with a content fingerprint of each task folder (eval/task_fingerprint.py): a
+tag is not resumed on a task folder that has since been rebuilt differently.
 
 GPU: heareval's embeddings runner refuses to start when torch sees a GPU and
 TensorFlow (tensorflow-cpu here) does not. Without ``--gpu`` both runners get
@@ -29,6 +31,7 @@ what other HEAR participants run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -153,6 +156,24 @@ def fingerprints_or_exit(stored: dict[str, str], tasks: list[Path], tag: str) ->
     return fingerprints
 
 
+# heareval pins none of these, and its scores for one checkpoint on one task
+# build differed between two machines (docs/retraining.md, "Which builds of the
+# real-audio tasks were scored"), so every scores.json says what it ran on.
+ENV_PACKAGES = ("heareval", "hear-abt", "torch", "torchaudio", "pytorch-lightning", "lightning",
+                "tensorflow-cpu", "tensorflow", "scikit-learn", "numpy")
+
+
+def environment() -> dict[str, str]:
+    """Python and the installed versions of the packages a score depends on."""
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0]}
+    for name in ENV_PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):  # e.g. lightning or tensorflow absent
+            out[name] = metadata.version(name)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     out = args.results_dir / args.tag
     work = out / "work"
@@ -177,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     failed: list[str] = []
     py, compat = sys.executable, str(EVAL_DIR / "heareval_compat.py")
     header = {"tag": args.tag, **settings, "tasks_dir": str(args.tasks_dir.resolve()),
-              "task_fingerprints": fingerprints}
+              "task_fingerprints": fingerprints, "environment": environment()}
     # the fingerprints go to disk before any work, so a run killed mid-task is checked on resume too
     kept = previous.get("tasks", {})  # scores whose work/ folder was deleted stay until their task runs again
     write_scores(scores_path, {**header, "timing_s": timing}, {**kept, **collect(emb_root, all_tasks)})

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -213,6 +214,8 @@ def test_driver_runs_resumes_and_collects(tiny_tasks, rand_ckpt, tmp_path):
     assert first.returncode == 0, first.stdout + first.stderr
     data = json.loads((tmp_path / "random" / "scores.json").read_text())
     scene, event = data["tasks"]["tiny_scene-v1.0-full"], data["tasks"]["tiny_event-v1.0-full"]
+    assert set(data["task_fingerprints"]) == {"tiny_scene-v1.0-full", "tiny_event-v1.0-full"}
+    assert data["environment"]["heareval"] == metadata.version("heareval") and "torch" in data["environment"]
     assert scene["group"] == "music" and set(scene["folds"]) == {"fold00", "fold01", "fold02"}
     assert event["group"] == "event" and event["metric"] == "event_onset_200ms_fms" and set(event["folds"]) == {"test"}
     # Both tasks are trivially separable tones (tests/_tiny_hear.py, which also
