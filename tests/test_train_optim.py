@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from hear_abt.train.config import TrainConfig
-from hear_abt.train.optim import LARS, build_optimizer, lr_factor, split_params
+from hear_abt.train.optim import LARS, build_optimizer, encoder_factor, lr_factor, split_params
 
 
 def test_split_and_groups_follow_the_paper():
@@ -37,3 +37,42 @@ def test_warmup_then_cosine():
     assert f[0] == 0.1 and f[9] == 1.0 and max(f) == 1.0
     assert all(a >= b for a, b in zip(f[10:], f[11:]))
     assert math.isclose(lr_factor(100, 100, 10, 0.001), 0.001)
+
+
+def test_encoder_factor_holds_then_warms_up_on_its_own():
+    assert [encoder_factor(s, 0.5, freeze_steps=3, warmup_steps=4) for s in range(3)] == [0.0, 0.0, 0.0]
+    assert [encoder_factor(s, 0.5, 3, 4) for s in (3, 4, 6, 9)] == [0.125, 0.25, 0.5, 0.5]
+
+
+def test_frozen_encoder_stays_put_while_the_projector_learns(tiny_config, tmp_path):
+    """freeze_encoder_steps=2: after 2 steps the encoder's parameters are the
+    initial ones and the projector's are not; after 4 the encoder has moved.
+    The same run resumed across the boundary ends where an uninterrupted one does."""
+    from hear_abt.encoders import build_encoder
+    from hear_abt.train import loop
+    from hear_abt.train.barlow import BarlowTwinsModel
+    from hear_abt.train.data import derive_seed
+
+    cfg = tiny_config(run_dir=str(tmp_path / "a"), steps=4, freeze_encoder_steps=2, ckpt_every=0,
+                      encoder_kwargs={"dropout": 0.0}, warmup_epochs=0)
+    torch.manual_seed(derive_seed(cfg.seed, "init"))
+    initial = BarlowTwinsModel(build_encoder(cfg.encoder, **cfg.encoder_kwargs), cfg.projector)
+    names = [n for n, _ in initial.named_parameters()]
+    start = dict(initial.named_parameters())
+    loop.train(cfg, stop_at=2)
+    at2 = torch.load(loop.state_path(cfg.run_dir), weights_only=True)
+    assert at2["step"] == 2
+    for n in names:
+        same = torch.equal(at2["model"][n], start[n].detach())
+        assert same == n.startswith("encoder."), n
+    loop.train(cfg, resume=True)
+    at4 = torch.load(loop.state_path(cfg.run_dir), weights_only=True)
+    moved = [n for n in names if n.startswith("encoder.") and not torch.equal(at4["model"][n], at2["model"][n])]
+    assert len(moved) > len([n for n in names if n.startswith("encoder.")]) // 2
+
+    straight = tiny_config(run_dir=str(tmp_path / "b"), steps=4, freeze_encoder_steps=2, ckpt_every=0,
+                           encoder_kwargs={"dropout": 0.0}, warmup_epochs=0)
+    loop.train(straight)
+    end = torch.load(loop.state_path(straight.run_dir), weights_only=True)
+    for n in names:
+        assert torch.equal(end["model"][n], at4["model"][n]), n

@@ -35,6 +35,12 @@ class TrainConfig:
     # A HEAR checkpoint (e.g. an earlier export) whose encoder weights and
     # normalisation start the run; the projector starts fresh. "" = random init.
     init_from: str = ""
+    # Steps during which the encoder's learning rate is 0 and only the fresh
+    # projector learns; then the encoder warms up over warmup_epochs' steps.
+    # For init_from continuations: a random projector's first gradients would
+    # otherwise rewrite the pretrained features (the "linear probe, then
+    # fine-tune" order). 0 = train everything from step 0.
+    freeze_encoder_steps: int = 0
     lambd: float = 0.005
 
     # --- optimisation
@@ -87,6 +93,8 @@ class TrainConfig:
             raise ValueError(f"probe_tasks must be a list of task folders, got {self.probe_tasks!r}")
         if self.probe_every < 0:
             raise ValueError(f"probe_every must be >= 0, got {self.probe_every}")
+        if self.freeze_encoder_steps < 0:
+            raise ValueError(f"freeze_encoder_steps must be >= 0, got {self.freeze_encoder_steps}")
         if self.batch_size < 2:
             raise ValueError("batch_size must be >= 2 (Barlow Twins normalises over the batch)")
         if self.optimizer not in ("auto", "lars", "adamw"):

@@ -48,7 +48,7 @@ from .data import (
     list_audio,
     open_or_build_cache,
 )
-from .optim import build_optimizer, lr_factor, set_lr
+from .optim import build_optimizer, encoder_factor, lr_factor, set_lr
 
 log = logging.getLogger(__name__)
 
@@ -505,7 +505,8 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
             if cfg.channels_last:
                 v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
             factor = lr_factor(step, n_steps, warmup, cfg.final_lr_factor)
-            set_lr(opt, factor)
+            set_lr(opt, factor, encoder_factor(step, factor, cfg.freeze_encoder_steps, warmup)
+                   if cfg.freeze_encoder_steps else None)
             torch.manual_seed(derive_seed(cfg.seed, "dropout", step, ctx.rank))
             with _amp_context(cfg, device):
                 z1, z2 = net(v1, v2)

@@ -3,7 +3,10 @@
 Parameters split into two groups: weights (matrices and conv kernels) get
 lr_weights, weight decay and the LARS trust ratio; biases and BatchNorm
 parameters (every 1-D tensor) get lr_biases and neither. The learning rate is
-a pure function of the step, so resuming needs only the step number.
+a pure function of the step, so resuming needs only the step number. With
+freeze_encoder_steps > 0 each group is split again into encoder and projector
+parts (``encoder: True``), so the encoder's rate can be held at 0 and then
+warmed up on its own.
 """
 from __future__ import annotations
 
@@ -60,18 +63,18 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     remembers its peak lr in 'base_lr' for the schedule."""
     weights, others = split_params(model)
     if cfg.resolved_optimizer == "lars":
-        opt = LARS(
-            [
-                dict(params=weights, lr=cfg.lr_weights, weight_decay=cfg.weight_decay, lars=True),
-                dict(params=others, lr=cfg.lr_biases, weight_decay=0.0, lars=False),
-            ],
-            lr=cfg.lr_weights, momentum=cfg.momentum, eta=cfg.lars_eta,
-        )
+        groups = [dict(params=weights, lr=cfg.lr_weights, weight_decay=cfg.weight_decay, lars=True),
+                  dict(params=others, lr=cfg.lr_biases, weight_decay=0.0, lars=False)]
     else:
-        lr = cfg.adamw_lr * cfg.batch_size / 128
-        opt = torch.optim.AdamW(
-            [dict(params=weights, weight_decay=cfg.adamw_weight_decay), dict(params=others, weight_decay=0.0)], lr=lr
-        )
+        groups = [dict(params=weights, weight_decay=cfg.adamw_weight_decay), dict(params=others, weight_decay=0.0)]
+    if cfg.freeze_encoder_steps > 0:  # only then: the groups of existing training states stay as they were
+        in_encoder = {id(p) for p in model.encoder.parameters()}
+        groups = [dict(g, params=[p for p in g["params"] if (id(p) in in_encoder) == enc], encoder=enc)
+                  for g in groups for enc in (True, False)]
+    if cfg.resolved_optimizer == "lars":
+        opt = LARS(groups, lr=cfg.lr_weights, momentum=cfg.momentum, eta=cfg.lars_eta)
+    else:
+        opt = torch.optim.AdamW(groups, lr=cfg.adamw_lr * cfg.batch_size / 128)
     for g in opt.param_groups:
         g["base_lr"] = g["lr"]
     return opt
@@ -87,6 +90,15 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, final_factor: floa
     return final_factor + (1 - final_factor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def set_lr(opt: torch.optim.Optimizer, factor: float) -> None:
+def encoder_factor(step: int, factor: float, freeze_steps: int, warmup_steps: int) -> float:
+    """The encoder's share of the schedule: 0 while frozen, then a linear
+    warm-up of its own (a jump to the full rate would undo the freeze)."""
+    if step < freeze_steps:
+        return 0.0
+    return factor * min(1.0, (step - freeze_steps + 1) / max(1, warmup_steps))
+
+
+def set_lr(opt: torch.optim.Optimizer, factor: float, encoder: float | None = None) -> None:
+    """encoder: the factor for groups marked ``encoder`` (None: the same as the rest)."""
     for g in opt.param_groups:
-        g["lr"] = g["base_lr"] * factor
+        g["lr"] = g["base_lr"] * (encoder if encoder is not None and g.get("encoder") else factor)
