@@ -505,8 +505,10 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
             if cfg.channels_last:
                 v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
             factor = lr_factor(step, n_steps, warmup, cfg.final_lr_factor)
-            set_lr(opt, factor, encoder_factor(step, factor, cfg.freeze_encoder_steps, warmup)
-                   if cfg.freeze_encoder_steps else None)
+            if cfg.freeze_encoder_steps:
+                set_lr(opt, factor, encoder_factor(step, factor, cfg.freeze_encoder_steps, warmup))
+            else:
+                set_lr(opt, factor)
             torch.manual_seed(derive_seed(cfg.seed, "dropout", step, ctx.rank))
             with _amp_context(cfg, device):
                 z1, z2 = net(v1, v2)
