@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -207,6 +208,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (ValueError, FileNotFoundError, TypeError) as e:
         print(f"hear-abt {args.command}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except BrokenPipeError:
+        # `hear-abt info ... | head`: the reader left early, which is not an error worth a traceback.
+        # Point stdout at devnull so the interpreter's final flush cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

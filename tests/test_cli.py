@@ -95,3 +95,28 @@ def test_embed_refuses_inputs_that_would_overwrite_each_other(rand_ckpt, example
           "--model", str(rand_ckpt)])
     assert "embedded 2 of 2 files" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["a.scene.npy", "b.scene.npy"]
+
+
+
+class _ClosedPipe:
+    """stdout whose reader has gone (`hear-abt info x.pt | head -1`): every write raises EPIPE."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+
+    def write(self, _text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        pass
+
+    def fileno(self) -> int:
+        return self._fd
+
+
+def test_info_into_a_closed_pipe_exits_1_without_a_traceback(rand_ckpt, tmp_path, monkeypatch):
+    with open(tmp_path / "stdout", "w") as f:
+        monkeypatch.setattr("sys.stdout", _ClosedPipe(f.fileno()))
+        with pytest.raises(SystemExit) as e:  # not BrokenPipeError
+            main(["info", str(rand_ckpt)])
+    assert e.value.code == 1
