@@ -18,6 +18,14 @@ group in the table, so means over different task sets are never compared.
 Where runs recorded different builds of one task folder (``task_fingerprints``
 in scores.json, eval/task_fingerprint.py), a section names the task and which
 tags saw which build: those scores are not comparable.
+
+``--noise-pair A=B`` names two runs of the same weights that differ only in
+rounding (eval/run.py on a checkpoint and on its fp16 copy). heareval trains
+its MLP from one fixed seed, so an embedding that moves by 2e-4 of its norm
+can move a score by several points (docs/evaluation.md). The largest |A - B|
+per task is printed as that task's noise, and the %↑RAND table counts the
+tasks a run is above its reference by more than it: a rough floor from one
+or a few pairs, not a confidence interval.
 """
 from __future__ import annotations
 
@@ -143,6 +151,27 @@ def _beats(row: Row, ref: Row, folders: list[str]) -> list[str]:
     return [f"{above}/{len(pairs)}", "—" if gain is None else f"{gain:+.1f}%", "—" if gap is None else f"{gap:+.1f}%"]
 
 
+def noise_floor(rows: dict[str, Row], pairs: list[tuple[str, str]], folders: list[str]) -> dict[str, float]:
+    """task folder -> the largest |A - B| over the pairs that scored it."""
+    missing = sorted({t for pair in pairs for t in pair if t not in rows})
+    if missing:
+        raise SystemExit(f"no run tagged {', '.join(missing)} in the results")
+    floor: dict[str, float] = {}
+    for a, b in pairs:
+        for f in folders:
+            x, y = rows[a].get(f, (None, None))[0], rows[b].get(f, (None, None))[0]
+            if x is not None and y is not None:
+                floor[f] = max(floor.get(f, 0.0), abs(x - y))
+    return floor
+
+
+def _clearly_above(row: Row, ref: Row, folders: list[str], floor: dict[str, float]) -> str:
+    """Tasks where the row beats its reference by more than the task's noise, of those with a noise figure."""
+    pairs = [(row.get(f, (None, None))[0], ref.get(f, (None, None))[0], floor[f]) for f in folders if f in floor]
+    pairs = [(x, r, n) for x, r, n in pairs if x is not None and r is not None]
+    return f"{sum(x - r > n for x, r, n in pairs)}/{len(pairs)}"
+
+
 def build_conflicts(runs: list[dict]) -> dict[str, dict[str, list[str]]]:
     """task folder -> {fingerprint: tags} for tasks scored on more than one build.
     Runs that recorded no fingerprint for a task are left out: unknown is not different."""
@@ -155,10 +184,11 @@ def build_conflicts(runs: list[dict]) -> dict[str, dict[str, list[str]]]:
 
 
 def markdown(rows: list[Row], cols: dict[str, list[str]], runs: list[dict], random_tag: str,
-             random_for: dict[str, str] | None = None) -> str:
+             random_for: dict[str, str] | None = None, noise_pairs: list[tuple[str, str]] | None = None) -> str:
     """random_for: run tag -> the tag of its own random-weights reference (the
-    same encoder with *its* normalisation), used instead of random_tag."""
-    random_for = random_for or {}
+    same encoder with *its* normalisation), used instead of random_tag.
+    noise_pairs: (A, B) tags of the same weights rounded differently (module docstring)."""
+    random_for, noise_pairs = random_for or {}, noise_pairs or []
     flat = [f for fs in cols.values() for f in fs]
     head = ["model", *[f"{short(f)} ({g})" for g, fs in cols.items() for f in fs], *[f"**{g}**" for g in cols]]
     sep = ["---"] * len(head)
@@ -193,6 +223,18 @@ def markdown(rows: list[Row], cols: dict[str, list[str]], runs: list[dict], rand
     out += table(lambda row: [_fmt(*row.get(f, (None, None))) for f in flat]
                  + [_fmt(group_mean(row, fs)) for fs in cols.values()])
     by_name = {r.name: r for r in rows if not r.paper}
+    floor = noise_floor(by_name, noise_pairs, flat)
+    if noise_pairs:
+        out += ["", "## Noise: the same weights, rounded differently", "",
+                "|A - B| per task for runs of one set of weights that differ only in rounding. heareval trains "
+                "from one fixed seed, so a difference of this size between two models is not evidence. "
+                "The last row is the largest per task, the noise used below.", ""]
+        out += ["| pair | " + " | ".join(short(f) for f in flat) + " |", "| --- " * (len(flat) + 1) + "|"]
+        for a, b in noise_pairs:
+            diffs = [(by_name[a].get(f, (None, None))[0], by_name[b].get(f, (None, None))[0]) for f in flat]
+            out.append(f"| {a} vs {b} | " + " | ".join(
+                "—" if x is None or y is None else f"{abs(x - y):.3f}" for x, y in diffs) + " |")
+        out.append("| **largest** | " + " | ".join(f"{floor[f]:.3f}" if f in floor else "—" for f in flat) + " |")
     for tag in {random_tag, *random_for.values()}:
         parts = tag.split("+")
         if len(parts) > 1 and all(t in by_name for t in parts):
@@ -213,9 +255,11 @@ def markdown(rows: list[Row], cols: dict[str, list[str]], runs: list[dict], rand
                 return None
             cells = [_gain(row.get(f, (None, None))[0], own.get(f, (None, None))[0]) for f in flat]
             cells += [_gain(group_mean(row, fs), group_mean(own, fs)) for fs in cols.values()]
-            return cells + _beats(row, own, flat) + ([own.name] if random_for else [])
+            return (cells + _beats(row, own, flat) + ([_clearly_above(row, own, flat, floor)] if floor else [])
+                    + ([own.name] if random_for else []))
 
         out += table(gains, extra=("tasks above random", "mean per-task %↑RAND", "mean gap closed")
+                     + (("above random by more than the noise",) if floor else ())
                      + (("random reference",) if random_for else ()))
     out += ["", "— : no score (task not run, or undefined, e.g. onset F-measure with no predicted events).", ""]
     return "\n".join(out)
@@ -260,17 +304,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--random-for", action="append", default=[], metavar="RUN=RANDOM",
                    help="give RUN its own random reference (random weights with RUN's normalisation); repeatable. "
                         "RANDOM may be TAG+TAG...: the mean of several random seeds")
+    p.add_argument("--noise-pair", action="append", default=[], metavar="A=B",
+                   help="two runs of the same weights differing only in rounding (a checkpoint and its fp16 copy): "
+                        "their per-task difference is shown as the noise; repeatable")
     args = p.parse_args(argv)
     if any("=" not in m for m in args.random_for):
         p.error("--random-for takes RUN=RANDOM_TAG")
+    if any("=" not in m for m in args.noise_pair):
+        p.error("--noise-pair takes A=B")
     random_for = dict(m.split("=", 1) for m in args.random_for)
+    noise_pairs = [tuple(m.split("=", 1)) for m in args.noise_pair]
     rows, tasks, runs = load_runs(args.results_dir)
     if not rows:
         sys.exit(f"no */scores.json under {args.results_dir}; run eval/run.py first")
     cols = ordered_columns(tasks)
     rows += paper_rows(tasks)
     md = args.results_dir / "leaderboard.md"
-    md.write_text(markdown(rows, cols, runs, args.random_tag, random_for))
+    md.write_text(markdown(rows, cols, runs, args.random_tag, random_for, noise_pairs))
     pngs = plot_groups(rows, cols, args.results_dir)
     print("\n".join(map(str, [md, *pngs])))
     return 0

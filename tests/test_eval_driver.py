@@ -202,6 +202,24 @@ def test_leaderboard_has_paper_rows_group_means_and_gain_over_random(tmp_path):
     assert (tmp_path / "leaderboard_music.png").is_file()
 
 
+
+def test_leaderboard_counts_only_gains_larger_than_the_rounding_noise(tmp_path):
+    env, music = "esc50-v2.0.0-full", "beijing_opera-v1.0-hear2021-full"
+    _write_run(tmp_path, "random", {env: 0.40, music: 0.50})
+    _write_run(tmp_path, "random-fp16", {env: 0.45, music: 0.49})  # the same weights, rounded: noise .05 and .01
+    _write_run(tmp_path, "abt", {env: 0.43, music: 0.75})  # above on both, but on env by less than the noise
+    args = ["--results-dir", str(tmp_path), "--random-tag", "random", "--noise-pair", "random=random-fp16"]
+    assert leaderboard.main(args) == 0
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "| random vs random-fp16 | 0.050 | 0.010 |" in md and "| **largest** | 0.050 | 0.010 |" in md
+    assert re.search(r"^\| abt \|.*\| 2/2 \| [^|]+ \| [^|]+ \| 1/2 \|$", md, re.M), md
+    assert re.search(r"^\| random-fp16 \|.*\| 1/2 \| [^|]+ \| [^|]+ \| 0/2 \|$", md, re.M), md  # noise is not a gain
+    with pytest.raises(SystemExit, match="nope"):
+        leaderboard.main([*args[:-2], "--noise-pair", "random=nope"])
+    with pytest.raises(SystemExit):
+        leaderboard.main([*args[:-2], "--noise-pair", "random"])
+
+
 # ---------------------------------------------------------------- the driver, end to end
 
 @pytest.mark.slow
