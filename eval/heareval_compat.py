@@ -3,6 +3,7 @@
 Usage (the driver does this; heareval's runner options pass through)::
 
     python eval/heareval_compat.py predictions EMBEDDINGS_TASK_DIR --grid fast
+    python eval/heareval_compat.py predictions --predictor-seed 1 EMBEDDINGS_TASK_DIR --grid fast
     python eval/heareval_compat.py embeddings MODULE --tasks-dir ... (GPU runs)
 
 Why a launcher and not a copy of heareval: each fix is a few lines around one
@@ -35,6 +36,12 @@ earlier (after training).
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` is set for the predictions process
 only: heareval ``torch.load``s the Lightning checkpoint it just wrote, which
 holds non-tensor objects, and torch >= 2.6 loads weights-only by default.
+
+``--predictor-seed N`` (predictions only) replaces heareval's fixed seed 42,
+which decides the grid points tried, the MLP's initialisation and the batch
+order. One seed is one draw: rounding the weights of a checkpoint to fp16
+moved a task's score by up to .08 (docs/evaluation.md), so a comparison
+between models wants the mean over several seeds.
 """
 from __future__ import annotations
 
@@ -66,6 +73,19 @@ def apply() -> None:
         tp.task_predictions_test = _best_epoch_test(tp.task_predictions_test)
 
 
+def seed_predictions(seed: int) -> None:
+    """Make heareval's predictions seed everything with ``seed`` instead of its 42."""
+    from heareval.predictions import task_predictions as tp
+
+    original = getattr(tp.seed_everything, _PATCHED, tp.seed_everything)
+
+    def seeded(_ignored: int | None = None, workers: bool = False) -> int:
+        return original(seed, workers=workers)
+
+    setattr(seeded, _PATCHED, original)
+    tp.seed_everything = seeded
+
+
 def _import_embeddings_runner():
     """heareval's embeddings runner, importable on a GPU with tensorflow-cpu.
 
@@ -94,6 +114,11 @@ def main(argv: list[str] | None = None) -> None:
     if which == "predictions":
         os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
         apply()
+        if argv[:1] == ["--predictor-seed"]:
+            if len(argv) < 2 or not argv[1].lstrip("-").isdigit():
+                sys.exit("--predictor-seed takes an integer")
+            seed_predictions(int(argv[1]))
+            argv = argv[2:]
         from heareval.predictions import runner
     elif which == "embeddings":
         runner = _import_embeddings_runner()

@@ -84,6 +84,33 @@ def test_lightning_ignores_herevals_epoch_assignment_and_the_fix_restores_it():
     assert tp.task_predictions_test.__wrapped__.__module__ == tp.__name__
 
 
+
+def test_predictor_seed_replaces_herevals_fixed_seed(monkeypatch):
+    import inspect
+    import random
+
+    import heareval_compat
+    import torch
+    from heareval.predictions import task_predictions as tp
+
+    # heareval seeds each task through this module-level name, with 42: the name the patch replaces
+    assert "seed_everything(42" in inspect.getsource(tp.task_predictions)
+    monkeypatch.setattr(tp, "seed_everything", tp.seed_everything)  # restored after the test
+    heareval_compat.seed_predictions(5)
+    heareval_compat.seed_predictions(7)  # a second call replaces the first, it does not stack
+    tp.seed_everything(42, workers=False)
+    assert torch.initial_seed() == 7
+    drawn = random.random()
+    random.seed(7)
+    assert drawn == random.random()
+
+
+def test_compat_launcher_rejects_a_predictor_seed_that_is_not_an_integer(tmp_path):
+    r = subprocess.run([sys.executable, str(EVAL / "heareval_compat.py"), "predictions", "--predictor-seed", "x",
+                        str(tmp_path)], env=_env(), cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode != 0 and "--predictor-seed takes an integer" in r.stderr
+
+
 @pytest.fixture(scope="session")
 def tiny_tasks(tmp_path_factory) -> Path:
     import _tiny_hear
@@ -252,6 +279,14 @@ def test_driver_runs_resumes_and_collects(tiny_tasks, rand_ckpt, tmp_path):
 
     assert leaderboard.main(["--results-dir", str(tmp_path)]) == 0
     assert "| random |" in (tmp_path / "leaderboard.md").read_text()
+
+    # another draw of heareval's predictor: a new tag, the seed recorded and passed on to heareval
+    seeded = [*cmd, "--tag", "random-seed3", "--predictor-seed", "3", "--tasks", "tiny_scene-v1.0-full"]  # last --tag wins
+    r = subprocess.run(seeded, capture_output=True, text=True, env=_env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads((tmp_path / "random-seed3" / "scores.json").read_text())["predictor_seed"] == 3
+    log = (tmp_path / "random-seed3" / "work" / "logs" / "tiny_scene-v1.0-full.predictions.log").read_text()
+    assert "seed set to 3" in log and "seed set to 42" not in log
 
 
 @pytest.mark.slow
