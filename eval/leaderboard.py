@@ -2,6 +2,7 @@
 
     python eval/leaderboard.py [--results-dir eval/results] [--random-tag random]
     python eval/leaderboard.py --random-for RUN=random-s0+random-s1   # a mean of seeds as RUN's reference
+    python eval/leaderboard.py --mean abt-3seeds=abt+abt-p1+abt-p2      # a row: the mean of several runs
 
 One row per tag (a model run by eval/run.py), one column per task, grouped as
 the paper groups them (speech, env, music, event), plus group means. The
@@ -18,6 +19,10 @@ group in the table, so means over different task sets are never compared.
 Where runs recorded different builds of one task folder (``task_fingerprints``
 in scores.json, eval/task_fingerprint.py), a section names the task and which
 tags saw which build: those scores are not comparable.
+
+``--mean NAME=A+B+...`` adds a row NAME, the mean of those runs on the tasks
+they all scored: e.g. one model under several heareval predictor seeds
+(eval/run.py --predictor-seed), usable as a reference in ``--random-for``.
 
 ``--noise-pair A=B`` names two runs of the same weights that differ only in
 rounding (eval/run.py on a checkpoint and on its fp16 copy). heareval trains
@@ -67,12 +72,27 @@ def load_runs(results_dir: Path) -> tuple[list[Row], dict[str, dict], list[dict]
 
 
 def seed_mean_row(name: str, members: list[Row]) -> Row:
-    """A random reference averaged over several seeds (``a+b``): one random
-    initialisation moves a task's score by several points, so a mean of seeds
-    is the harder reference to beat by luck. Only tasks every member scored."""
+    """The mean of several runs: random seeds as a reference (``a+b``), or one
+    model under several predictor seeds (--mean). One random initialisation, or
+    one draw of heareval's predictor, moves a task's score by several points, so
+    a mean is harder to beat, or to win, by luck. Only tasks every member scored."""
     common = set.intersection(*(set(m) for m in members))
     return Row(name, {f: (statistics.fmean(m[f][0] for m in members), None) for f in common
                       if all(m[f][0] is not None for m in members)})
+
+
+def mean_rows(rows: list[Row], specs: list[str]) -> list[Row]:
+    """--mean NAME=A+B: rows averaging runs (e.g. one model under several predictor seeds)."""
+    by_name, out = {r.name: r for r in rows}, []
+    for spec in specs:
+        name, tags = spec.split("=", 1)
+        missing = [t for t in tags.split("+") if t not in by_name]
+        if missing or name in by_name:
+            raise SystemExit(f"--mean {spec}: " + (f"no run tagged {', '.join(missing)}" if missing
+                                                    else f"{name} is already a row"))
+        by_name[name] = seed_mean_row(name, [by_name[t] for t in tags.split("+")])
+        out.append(by_name[name])
+    return out
 
 
 def paper_rows(tasks: dict[str, dict]) -> list[Row]:
@@ -307,7 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise-pair", action="append", default=[], metavar="A=B",
                    help="two runs of the same weights differing only in rounding (a checkpoint and its fp16 copy): "
                         "their per-task difference is shown as the noise; repeatable")
+    p.add_argument("--mean", action="append", default=[], metavar="NAME=A+B",
+                   help="add a row NAME, the per-task mean of runs A, B, ... (tasks all of them scored); repeatable")
     args = p.parse_args(argv)
+    if any("=" not in m or not m.split("=", 1)[1] for m in args.mean):
+        p.error("--mean takes NAME=TAG+TAG...")
     if any("=" not in m for m in args.random_for):
         p.error("--random-for takes RUN=RANDOM_TAG")
     if any("=" not in m for m in args.noise_pair):
@@ -318,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         sys.exit(f"no */scores.json under {args.results_dir}; run eval/run.py first")
     cols = ordered_columns(tasks)
+    rows += mean_rows(rows, args.mean)
     rows += paper_rows(tasks)
     md = args.results_dir / "leaderboard.md"
     md.write_text(markdown(rows, cols, runs, args.random_tag, random_for, noise_pairs))

@@ -247,6 +247,27 @@ def test_leaderboard_counts_only_gains_larger_than_the_rounding_noise(tmp_path):
         leaderboard.main([*args[:-2], "--noise-pair", "random"])
 
 
+def test_leaderboard_mean_rows_average_runs_and_serve_as_references(tmp_path):
+    env, music = "esc50-v2.0.0-full", "beijing_opera-v1.0-hear2021-full"
+    _write_run(tmp_path, "abt", {env: 0.50, music: 0.70})
+    _write_run(tmp_path, "abt-p1", {env: 0.60})  # scored one task: the mean covers only that one
+    _write_run(tmp_path, "random", {env: 0.40, music: 0.50})
+    _write_run(tmp_path, "random-p1", {env: 0.50, music: 0.50})
+    args = ["--results-dir", str(tmp_path), "--mean", "abt-2=abt+abt-p1", "--mean", "random-2=random+random-p1",
+            "--random-for", "abt-2=random-2"]
+    assert leaderboard.main(args) == 0
+    md = (tmp_path / "leaderboard.md").read_text()
+    scores, gains = md.split("## %↑RAND")
+    assert re.search(r"^\| abt-2 \| 0\.550 \| — \|", scores, re.M), scores  # (0.50 + 0.60) / 2; music not in both
+    assert re.search(r"^\| abt-2 \| \+22\.2% \| — \|.*\| 1/1 \| .*\| random-2 \|$", gains, re.M), gains  # .55 vs .45
+    with pytest.raises(SystemExit, match="nope"):
+        leaderboard.main(["--results-dir", str(tmp_path), "--mean", "x=abt+nope"])
+    with pytest.raises(SystemExit, match="already a row"):
+        leaderboard.main(["--results-dir", str(tmp_path), "--mean", "abt=abt+abt-p1"])
+    with pytest.raises(SystemExit):
+        leaderboard.main(["--results-dir", str(tmp_path), "--mean", "abt-2"])
+
+
 # ---------------------------------------------------------------- the driver, end to end
 
 @pytest.mark.slow
