@@ -258,6 +258,7 @@ def test_leaderboard_mean_rows_average_runs_and_serve_as_references(tmp_path):
     assert leaderboard.main(args) == 0
     md = (tmp_path / "leaderboard.md").read_text()
     scores, gains = md.split("## %↑RAND")
+    assert "    --mean abt-2=abt+abt-p1 \\\n    --mean random-2=random+random-p1 \\\n" in md  # how to regenerate it
     assert re.search(r"^\| abt-2 \| 0\.550 \| — \|", scores, re.M), scores  # (0.50 + 0.60) / 2; music not in both
     assert re.search(r"^\| abt-2 \| \+22\.2% \| — \|.*\| 1/1 \| .*\| random-2 \|$", gains, re.M), gains  # .55 vs .45
     with pytest.raises(SystemExit, match="nope"):
