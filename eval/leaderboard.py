@@ -24,10 +24,10 @@ tags saw which build: those scores are not comparable.
 they all scored: e.g. one model under several heareval predictor seeds
 (eval/run.py --predictor-seed), usable as a reference in ``--random-for``.
 
-``--noise-pair A=B`` names two runs of the same weights that differ only in
-rounding (eval/run.py on a checkpoint and on its fp16 copy). heareval trains
-its MLP from one fixed seed, so an embedding that moves by 2e-4 of its norm
-can move a score by several points (docs/evaluation.md). The largest |A - B|
+``--noise-pair A=B`` names two runs of the same weights that should score
+the same: two heareval predictor seeds, or a checkpoint and its fp16 copy.
+heareval's score is one draw of its predictor, and an embedding that moves
+by 2e-4 of its norm can move it by several points (docs/evaluation.md). The largest |A - B|
 per task is printed as that task's noise, and the %↑RAND table counts the
 tasks a run is above its reference by more than it: a rough floor from one
 or a few pairs, not a confidence interval.
@@ -209,7 +209,7 @@ def markdown(rows: list[Row], cols: dict[str, list[str]], runs: list[dict], rand
              command: str = "python eval/leaderboard.py") -> str:
     """random_for: run tag -> the tag of its own random-weights reference (the
     same encoder with *its* normalisation), used instead of random_tag.
-    noise_pairs: (A, B) tags of the same weights rounded differently (module docstring)."""
+    noise_pairs: (A, B) tags of the same weights scored twice (module docstring)."""
     random_for, noise_pairs = random_for or {}, noise_pairs or []
     flat = [f for fs in cols.values() for f in fs]
     head = ["model", *[f"{short(f)} ({g})" for g, fs in cols.items() for f in fs], *[f"**{g}**" for g in cols]]
@@ -247,9 +247,9 @@ def markdown(rows: list[Row], cols: dict[str, list[str]], runs: list[dict], rand
     by_name = {r.name: r for r in rows if not r.paper}
     floor = noise_floor(by_name, noise_pairs, flat)
     if noise_pairs:
-        out += ["", "## Noise: the same weights, rounded differently", "",
-                "|A - B| per task for runs of one set of weights that differ only in rounding. heareval trains "
-                "from one fixed seed, so a difference of this size between two models is not evidence. "
+        out += ["", "## Noise: the same weights, scored twice", "",
+                "|A - B| per task for two runs of one set of weights (another predictor seed, or the weights "
+                "rounded to fp16). A difference of this size between two models is not evidence. "
                 "The last row is the largest per task, the noise used below.", ""]
         out += ["| pair | " + " | ".join(short(f) for f in flat) + " |", "| --- " * (len(flat) + 1) + "|"]
         for a, b in noise_pairs:
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="give RUN its own random reference (random weights with RUN's normalisation); repeatable. "
                         "RANDOM may be TAG+TAG...: the mean of several random seeds")
     p.add_argument("--noise-pair", action="append", default=[], metavar="A=B",
-                   help="two runs of the same weights differing only in rounding (a checkpoint and its fp16 copy): "
+                   help="two runs of the same weights (two --predictor-seed values, or a checkpoint and its fp16 copy): "
                         "their per-task difference is shown as the noise; repeatable")
     p.add_argument("--mean", action="append", default=[], metavar="NAME=A+B",
                    help="add a row NAME, the per-task mean of runs A, B, ... (tasks all of them scored); repeatable")
