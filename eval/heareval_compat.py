@@ -39,9 +39,9 @@ holds non-tensor objects, and torch >= 2.6 loads weights-only by default.
 
 ``--predictor-seed N`` (predictions only) replaces heareval's fixed seed 42,
 which decides the grid points tried, the MLP's initialisation and the batch
-order. One seed is one draw: rounding the weights of a checkpoint to fp16
-moved a task's score by up to .08 (docs/evaluation.md), so a comparison
-between models wants the mean over several seeds.
+order. One seed is one draw: another seed, or the weights rounded to fp16,
+moved a mini-HEAR task's score by up to .16 (docs/evaluation.md), so a
+comparison between models wants the mean over several seeds.
 """
 from __future__ import annotations
 
