@@ -51,6 +51,7 @@ import sys
 from typing import Any, Callable
 
 _PATCHED = "_hear_abt_best_epoch_fix"
+_ORIGINAL_SEEDER = "_hear_abt_original_seed_everything"
 
 
 def _best_epoch_test(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -77,12 +78,12 @@ def seed_predictions(seed: int) -> None:
     """Make heareval's predictions seed everything with ``seed`` instead of its 42."""
     from heareval.predictions import task_predictions as tp
 
-    original = getattr(tp.seed_everything, _PATCHED, tp.seed_everything)
+    original = getattr(tp.seed_everything, _ORIGINAL_SEEDER, tp.seed_everything)
 
     def seeded(_ignored: int | None = None, workers: bool = False) -> int:
         return original(seed, workers=workers)
 
-    setattr(seeded, _PATCHED, original)
+    setattr(seeded, _ORIGINAL_SEEDER, original)
     tp.seed_everything = seeded
 
 

@@ -27,10 +27,10 @@ they all scored: e.g. one model under several heareval predictor seeds
 ``--noise-pair A=B`` names two runs of the same weights that should score
 the same: two heareval predictor seeds, or a checkpoint and its fp16 copy.
 heareval's score is one draw of its predictor, and an embedding that moves
-by 2e-4 of its norm can move it by several points (docs/evaluation.md). The largest |A - B|
-per task is printed as that task's noise, and the %↑RAND table counts the
-tasks a run is above its reference by more than it: a rough floor from one
-or a few pairs, not a confidence interval.
+by 2e-4 of its norm can move it by several points (docs/evaluation.md). The
+largest |A - B| per task is printed as that task's noise, and the %↑RAND
+table counts the tasks a run is above its reference by more than it: a rough
+floor from one or a few pairs, not a confidence interval.
 """
 from __future__ import annotations
 

@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             (emb_dir / "prediction-done.json").unlink(missing_ok=True)  # heareval would skip the task without scores
             print(f"{prefix}: embeddings ok ({t.get('embeddings', 0):.0f} s); predictions ...", flush=True)
-            seed = ["--predictor-seed", str(args.predictor_seed)] if args.predictor_seed != HEAREVAL_SEED else []
+            seed = ["--predictor-seed", str(settings["predictor_seed"])] if "predictor_seed" in settings else []
             cmd = [py, compat, "predictions", *seed, str(emb_dir.resolve()), "--grid", args.grid,
                    "--grid-points", str(args.grid_points)]
             if args.gpu:

@@ -97,7 +97,6 @@ def test_embed_refuses_inputs_that_would_overwrite_each_other(rand_ckpt, example
     assert sorted(p.name for p in out.iterdir()) == ["a.scene.npy", "b.scene.npy"]
 
 
-
 class _ClosedPipe:
     """stdout whose reader has gone (`hear-abt info x.pt | head -1`): every write raises EPIPE."""
 

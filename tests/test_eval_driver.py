@@ -84,7 +84,6 @@ def test_lightning_ignores_herevals_epoch_assignment_and_the_fix_restores_it():
     assert tp.task_predictions_test.__wrapped__.__module__ == tp.__name__
 
 
-
 def test_predictor_seed_replaces_herevals_fixed_seed(monkeypatch):
     import inspect
     import random
@@ -227,7 +226,6 @@ def test_leaderboard_has_paper_rows_group_means_and_gain_over_random(tmp_path):
     with pytest.raises(SystemExit, match=r"random\+nope"):
         leaderboard.main(["--results-dir", str(tmp_path), "--random-for", "abt2=random+nope"])
     assert (tmp_path / "leaderboard_music.png").is_file()
-
 
 
 def test_leaderboard_counts_only_gains_larger_than_the_rounding_noise(tmp_path):
