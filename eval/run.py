@@ -19,6 +19,13 @@ TensorFlow (tensorflow-cpu here) does not. Without ``--gpu`` both runners get
 runner starts through the compat launcher, which skips that TensorFlow check
 for torch modules, and the predictions runner trains on GPU 0.
 
+``--embeddings-from TAG`` takes a task's embeddings from an earlier tag
+instead of embedding again, so another predictor seed or grid costs only the
+predictions. It copies only what heareval's embeddings runner wrote (never
+that tag's predictions), and only when the module, the model file's sha256,
+the model options and the task folder's fingerprint are the ones this run
+would embed with; anything else is refused with the reason.
+
 Each task folder is checked first (eval/task_check.py): a missing or corrupt
 split file, a missing clip or audio at the wrong sample rate fails that task
 with the file named, and the other tasks still run. Killed at any moment
@@ -32,8 +39,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -67,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     how.add_argument("--predictor-seed", type=int, default=HEAREVAL_SEED,
                      help="seed of heareval's predictor: grid points, MLP initialisation, batch order "
                           f"(default: heareval's own {HEAREVAL_SEED}); one seed is one draw, see docs/evaluation.md")
+    how.add_argument("--embeddings-from", metavar="TAG", default=None,
+                     help="reuse that tag's finished embeddings (same module, model sha256, model options and task "
+                          "build) instead of embedding again, e.g. for another --predictor-seed")
     how.add_argument("--gpu", action="store_true", help="embed and train on GPU 0 (default: CPU)")
     how.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where <tag>/ goes (default: eval/results)")
     args = p.parse_args(argv)
@@ -76,6 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--tasks-dir {args.tasks_dir} is not a folder")
     if args.model is not None and not args.model.is_file():
         p.error(f"--model {args.model} does not exist")
+    if args.embeddings_from == args.tag:
+        p.error("--embeddings-from names this run's own --tag")
     return args
 
 
@@ -127,6 +141,69 @@ def _read_previous(scores_path: Path) -> dict:
 def _embedding_dir(emb_root: Path, task: str) -> Path | None:
     hits = sorted(emb_root.glob(f"*/{task}"))
     return hits[0] if hits else None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# What heareval's embeddings runner writes into a task's folder, beside the
+# per-clip folders its predictions runner never reads. The predictions runner
+# adds its own files (scores, predictions, lightning_logs): those are not
+# embeddings, and copying them would make heareval skip the task.
+_EMBEDDING_FILES = ("*.embeddings.npy", "*.embedding-dimensions.json", "*.target-labels.pkl",
+                    "*.filename-timestamps.json", "task_metadata.json", "labelvocabulary.csv", "profile.embeddings.json")
+_DONE = ".done.embeddings"
+
+
+class SharedEmbeddings:
+    """The finished embeddings of an earlier tag, and the checks that make
+    reusing them give what embedding again would."""
+
+    def __init__(self, results_dir: Path, tag: str, header: dict) -> None:
+        self.tag, self.root = tag, results_dir / tag
+        scores_path = self.root / "scores.json"
+        if not scores_path.is_file():
+            sys.exit(f"--embeddings-from {tag}: no {scores_path}")
+        source = json.loads(scores_path.read_text())
+        for key in ("module", "model_options", "model_sha256"):
+            if key not in source:
+                sys.exit(f"--embeddings-from {tag}: its scores.json does not record {key} (it predates "
+                         "shared embeddings); embed again under this tag")
+            if source[key] != header[key]:
+                sys.exit(f"--embeddings-from {tag}: {key} differs: {source[key]!r} there, {header[key]!r} here")
+        if header["model_sha256"] is None and source.get("environment") != header["environment"]:
+            # the module's own default weights: only the installed packages say which they were
+            sys.exit(f"--embeddings-from {tag}: the module's default model, but the installed packages differ "
+                     f"({source.get('environment')} there, {header['environment']} here)")
+        self.fingerprints: dict[str, str] = source.get("task_fingerprints", {})
+
+    def task_dir(self, task: str, fingerprint: str) -> Path | None:
+        """Its finished embeddings of ``task``, or None when it has none; exits
+        when they were made from another build of the task."""
+        src = _embedding_dir(self.root / "work" / "embeddings", task)
+        if src is None or not (src / _DONE).exists():
+            return None
+        if self.fingerprints.get(task) != fingerprint:
+            sys.exit(f"--embeddings-from {self.tag}: its {task} was embedded from another build of the task "
+                     f"({self.fingerprints.get(task)} there, {fingerprint} now)")
+        return src
+
+    @staticmethod
+    def copy(src: Path, dst: Path) -> None:
+        """Copy the embeddings, the done marker last: a copy cut short is redone."""
+        shutil.rmtree(dst, ignore_errors=True)
+        dst.mkdir(parents=True)
+        files = {f for pattern in _EMBEDDING_FILES for f in src.glob(pattern)}
+        splits = [f.name.removesuffix(".embeddings.npy") for f in src.glob("*.embeddings.npy")]
+        files |= {src / f"{split}.json" for split in splits if (src / f"{split}.json").is_file()}
+        for f in sorted(files):
+            shutil.copy2(f, dst / f.name)
+        (dst / _DONE).touch()
 
 
 def _check_settings(work: Path, settings: dict) -> None:
@@ -203,8 +280,12 @@ def run(args: argparse.Namespace) -> int:
     fingerprints = fingerprints_or_exit(previous.get("task_fingerprints", {}), tasks, args.tag)
     failed: list[str] = []
     py, compat = sys.executable, str(EVAL_DIR / "heareval_compat.py")
-    header = {"tag": args.tag, **settings, "tasks_dir": str(args.tasks_dir.resolve()),
-              "task_fingerprints": fingerprints, "environment": environment()}
+    header = {"tag": args.tag, **settings, "model_sha256": file_sha256(args.model) if args.model else None,
+              "tasks_dir": str(args.tasks_dir.resolve()), "task_fingerprints": fingerprints, "environment": environment()}
+    copied: dict[str, str] = previous.get("embeddings_copied_from", {})  # task -> the tag its embeddings came from
+    if copied or args.embeddings_from:
+        header["embeddings_copied_from"] = copied
+    shared = SharedEmbeddings(args.results_dir, args.embeddings_from, header) if args.embeddings_from else None
     # the fingerprints go to disk before any work, so a run killed mid-task is checked on resume too
     kept = previous.get("tasks", {})  # scores whose work/ folder was deleted stay until their task runs again
     write_scores(scores_path, {**header, "timing_s": timing}, {**kept, **collect(emb_root, all_tasks)})
@@ -213,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
     for i, task_dir in enumerate(tasks, 1):
         name = task_dir.name
         emb_dir = _embedding_dir(emb_root, name)
-        embedded = emb_dir is not None and (emb_dir / ".done.embeddings").exists()
+        embedded = emb_dir is not None and (emb_dir / _DONE).exists()
         problems = [] if embedded else check_task(task_dir)
         if problems:
             print(f"[{i}/{len(tasks)}] {name}: INVALID task folder, skipped: {describe(problems)}", flush=True)
@@ -221,7 +302,18 @@ def run(args: argparse.Namespace) -> int:
             continue
         prefix = f"[{i}/{len(tasks)}] {name} ({task_group(name, read_metadata(task_dir))})"
         t = timing.setdefault(name, {})
+        src = shared.task_dir(name, fingerprints[name]) if shared and not embedded else None
+        if src is not None:
+            start = time.monotonic()
+            SharedEmbeddings.copy(src, emb_root / src.parent.name / name)  # heareval names it by module
+            t["embeddings"] = time.monotonic() - start
+            copied[name] = args.embeddings_from
+            emb_dir, embedded = _embedding_dir(emb_root, name), True
+            print(f"{prefix}: embeddings copied from {args.embeddings_from}", flush=True)
+        elif shared and not embedded:
+            print(f"{prefix}: {args.embeddings_from} has no finished embeddings of it; embedding here", flush=True)
         if not embedded:
+            copied.pop(name, None)
             print(f"{prefix}: embeddings ...", flush=True)
             runner = [compat, "embeddings"] if args.gpu else ["-m", "heareval.embeddings.runner"]
             cmd = [py, *runner, args.module, "--tasks-dir", str(args.tasks_dir.resolve()), "--task", name,
