@@ -23,6 +23,8 @@ tags saw which build: those scores are not comparable.
 ``--mean NAME=A+B+...`` adds a row NAME, the mean of those runs on the tasks
 they all scored: e.g. one model under several heareval predictor seeds
 (eval/run.py --predictor-seed), usable as a reference in ``--random-for``.
+A reference written ``A+B`` is the same kind of row, named ``A+B``, so the
+numbers a run is compared with appear in the scores table.
 
 ``--noise-pair A=B`` names two runs of the same weights that should score
 the same: two heareval predictor seeds, or a checkpoint and its fp16 copy.
@@ -82,17 +84,30 @@ def seed_mean_row(name: str, members: list[Row]) -> Row:
                       if all(m[f][0] is not None for m in members)})
 
 
-def mean_rows(rows: list[Row], specs: list[str]) -> list[Row]:
-    """--mean NAME=A+B: rows averaging runs (e.g. one model under several predictor seeds)."""
+def mean_rows(rows: list[Row], specs: list[str], option: str = "--mean") -> list[Row]:
+    """NAME=A+B: rows averaging runs (e.g. one model under several predictor seeds)."""
     by_name, out = {r.name: r for r in rows}, []
     for spec in specs:
         name, tags = spec.split("=", 1)
         missing = [t for t in tags.split("+") if t not in by_name]
         if missing or name in by_name:
-            raise SystemExit(f"--mean {spec}: " + (f"no run tagged {', '.join(missing)}" if missing
-                                                    else f"{name} is already a row"))
+            raise SystemExit(f"{option} {spec}: " + (f"no run tagged {', '.join(missing)}" if missing
+                                                      else f"{name} is already a row"))
         by_name[name] = seed_mean_row(name, [by_name[t] for t in tags.split("+")])
         out.append(by_name[name])
+    return out
+
+
+def reference_means(rows: list[Row], random_tag: str, random_for: dict[str, str]) -> list[Row]:
+    """Rows for references written A+B (the mean of random seeds), named so;
+    the same rows as ``--mean A+B=A+B``. A missing --random-for reference is an
+    error; a missing --random-tag only a note in the table."""
+    names = {r.name for r in rows}
+    out = mean_rows(rows, [f"{ref}={ref}" for ref in dict.fromkeys(random_for.values())
+                           if "+" in ref and ref not in names], option="--random-for")
+    parts = random_tag.split("+")
+    if len(parts) > 1 and random_tag not in names | {r.name for r in out} and names.issuperset(parts):
+        out += mean_rows(rows, [f"{random_tag}={random_tag}"], option="--random-tag")
     return out
 
 
@@ -208,7 +223,8 @@ def markdown(rows: list[Row], cols: dict[str, list[str]], runs: list[dict], rand
              random_for: dict[str, str] | None = None, noise_pairs: list[tuple[str, str]] | None = None,
              command: str = "python eval/leaderboard.py") -> str:
     """random_for: run tag -> the tag of its own random-weights reference (the
-    same encoder with *its* normalisation), used instead of random_tag.
+    same encoder with *its* normalisation), used instead of random_tag; an
+    A+B reference is the row reference_means made.
     noise_pairs: (A, B) tags of the same weights scored twice (module docstring)."""
     random_for, noise_pairs = random_for or {}, noise_pairs or []
     flat = [f for fs in cols.values() for f in fs]
@@ -257,10 +273,6 @@ def markdown(rows: list[Row], cols: dict[str, list[str]], runs: list[dict], rand
             out.append(f"| {a} vs {b} | " + " | ".join(
                 "—" if x is None or y is None else f"{abs(x - y):.3f}" for x, y in diffs) + " |")
         out.append("| **largest** | " + " | ".join(f"{floor[f]:.3f}" if f in floor else "—" for f in flat) + " |")
-    for tag in {random_tag, *random_for.values()}:
-        parts = tag.split("+")
-        if len(parts) > 1 and all(t in by_name for t in parts):
-            by_name[tag] = seed_mean_row(tag, [by_name[t] for t in parts])
     missing = sorted({t for t in random_for.values() if t not in by_name})  # a missing random_tag is a note below, not an error
     if missing:
         raise SystemExit(f"no run tagged {', '.join(missing)} in the results")
@@ -357,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"no */scores.json under {args.results_dir}; run eval/run.py first")
     cols = ordered_columns(tasks)
     rows += mean_rows(rows, args.mean)
+    rows += reference_means(rows, args.random_tag, random_for)
     rows += paper_rows(tasks)
     md = args.results_dir / "leaderboard.md"
     md.write_text(markdown(rows, cols, runs, args.random_tag, random_for, noise_pairs, command_line(argv)))

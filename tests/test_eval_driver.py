@@ -222,6 +222,7 @@ def test_leaderboard_has_paper_rows_group_means_and_gain_over_random(tmp_path):
     assert leaderboard.main(["--results-dir", str(tmp_path), "--random-for", "abt2=random+random2"]) == 0
     md = (tmp_path / "leaderboard.md").read_text()
     assert "| abt2 | +66.7% | +45.5% | +66.7% | +45.5% | 2/2 | +56.1% | +55.1% | random+random2 |" in md
+    assert "| random+random2 | 0.450 | 0.550 |" in md.split("## %↑RAND")[0]  # the reference's numbers are shown
     assert not re.search(r"^\| random2? \|", md.split("## %↑RAND")[1], re.M)
     with pytest.raises(SystemExit, match=r"random\+nope"):
         leaderboard.main(["--results-dir", str(tmp_path), "--random-for", "abt2=random+nope"])
@@ -259,6 +260,11 @@ def test_leaderboard_mean_rows_average_runs_and_serve_as_references(tmp_path):
     assert "    --mean abt-2=abt+abt-p1 \\\n    --mean random-2=random+random-p1 \\\n" in md  # how to regenerate it
     assert re.search(r"^\| abt-2 \| 0\.550 \| — \|", scores, re.M), scores  # (0.50 + 0.60) / 2; music not in both
     assert re.search(r"^\| abt-2 \| \+22\.2% \| — \|.*\| 1/1 \| .*\| random-2 \|$", gains, re.M), gains  # .55 vs .45
+    # the default reference may be a mean too; one with a missing part is a note, as a missing tag is
+    assert leaderboard.main(["--results-dir", str(tmp_path), "--random-tag", "random+random-p1"]) == 0
+    assert "| abt | +11.1% | +40.0% |" in (tmp_path / "leaderboard.md").read_text()  # vs (.45, .50)
+    assert leaderboard.main(["--results-dir", str(tmp_path), "--random-tag", "random+nope"]) == 0
+    assert "No run tagged `random+nope` yet" in (tmp_path / "leaderboard.md").read_text()
     with pytest.raises(SystemExit, match="nope"):
         leaderboard.main(["--results-dir", str(tmp_path), "--mean", "x=abt+nope"])
     with pytest.raises(SystemExit, match="already a row"):
