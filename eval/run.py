@@ -182,16 +182,19 @@ class SharedEmbeddings:
                      f"({source.get('environment')} there, {header['environment']} here)")
         self.fingerprints: dict[str, str] = source.get("task_fingerprints", {})
 
-    def task_dir(self, task: str, fingerprint: str) -> Path | None:
-        """Its finished embeddings of ``task``, or None when it has none; exits
-        when they were made from another build of the task."""
-        src = _embedding_dir(self.root / "work" / "embeddings", task)
-        if src is None or not (src / _DONE).exists():
-            return None
-        if self.fingerprints.get(task) != fingerprint:
-            sys.exit(f"--embeddings-from {self.tag}: its {task} was embedded from another build of the task "
-                     f"({self.fingerprints.get(task)} there, {fingerprint} now)")
-        return src
+    def task_dirs(self, fingerprints: dict[str, str], tasks: list[str]) -> dict[str, Path]:
+        """task -> its finished embeddings there, for the tasks it has; exits
+        when any was made from another build of the task."""
+        found = {}
+        for task in tasks:
+            src = _embedding_dir(self.root / "work" / "embeddings", task)
+            if src is None or not (src / _DONE).exists():
+                continue
+            if self.fingerprints.get(task) != fingerprints[task]:
+                sys.exit(f"--embeddings-from {self.tag}: its {task} was embedded from another build of the task "
+                         f"({self.fingerprints.get(task)} there, {fingerprints[task]} now)")
+            found[task] = src
+        return found
 
     @staticmethod
     def copy(src: Path, dst: Path) -> None:
@@ -263,7 +266,6 @@ def run(args: argparse.Namespace) -> int:
                 "model_options": json.loads(args.model_options), "grid": args.grid, "grid_points": args.grid_points}
     if args.predictor_seed != HEAREVAL_SEED:  # absent at heareval's own seed, so tags from before still resume
         settings["predictor_seed"] = args.predictor_seed
-    _check_settings(work, settings)
     tasks = all_tasks = find_tasks(args.tasks_dir)
     if args.tasks:
         missing = set(args.tasks) - {t.name for t in tasks}
@@ -285,7 +287,11 @@ def run(args: argparse.Namespace) -> int:
     copied: dict[str, str] = previous.get("embeddings_copied_from", {})  # task -> the tag its embeddings came from
     if copied or args.embeddings_from:
         header["embeddings_copied_from"] = copied
-    shared = SharedEmbeddings(args.results_dir, args.embeddings_from, header) if args.embeddings_from else None
+    shared: dict[str, Path] = {}  # task -> the source tag's embeddings of it
+    if args.embeddings_from:
+        shared = SharedEmbeddings(args.results_dir, args.embeddings_from, header).task_dirs(
+            fingerprints, [t.name for t in tasks])
+    _check_settings(work, settings)  # after every refusal above, so a refused run leaves no folder behind
     # the fingerprints go to disk before any work, so a run killed mid-task is checked on resume too
     kept = previous.get("tasks", {})  # scores whose work/ folder was deleted stay until their task runs again
     write_scores(scores_path, {**header, "timing_s": timing}, {**kept, **collect(emb_root, all_tasks)})
@@ -302,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         prefix = f"[{i}/{len(tasks)}] {name} ({task_group(name, read_metadata(task_dir))})"
         t = timing.setdefault(name, {})
-        src = shared.task_dir(name, fingerprints[name]) if shared and not embedded else None
+        src = None if embedded else shared.get(name)
         if src is not None:
             start = time.monotonic()
             SharedEmbeddings.copy(src, emb_root / src.parent.name / name)  # heareval names it by module
@@ -310,7 +316,7 @@ def run(args: argparse.Namespace) -> int:
             copied[name] = args.embeddings_from
             emb_dir, embedded = _embedding_dir(emb_root, name), True
             print(f"{prefix}: embeddings copied from {args.embeddings_from}", flush=True)
-        elif shared and not embedded:
+        elif args.embeddings_from and not embedded:
             print(f"{prefix}: {args.embeddings_from} has no finished embeddings of it; embedding here", flush=True)
         if not embedded:
             copied.pop(name, None)

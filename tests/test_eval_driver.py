@@ -306,63 +306,45 @@ def test_driver_runs_resumes_and_collects(tiny_tasks, rand_ckpt, tmp_path):
     assert leaderboard.main(["--results-dir", str(tmp_path)]) == 0
     assert "| random |" in (tmp_path / "leaderboard.md").read_text()
 
-    # another draw of heareval's predictor: a new tag, the seed recorded and passed on to heareval
-    seeded = [*cmd, "--tag", "random-seed3", "--predictor-seed", "3", "--tasks", "tiny_scene-v1.0-full"]  # last --tag wins
+    # another draw of heareval's predictor on the same embeddings: a new tag, the seed recorded and
+    # passed on to heareval, the embeddings copied (byte for byte, no embeddings runner), the
+    # source's own predictions untouched, and the event task, which needs the timestamp files, scored
+    src_dirs = {d.name: d for d in (tmp_path / "random" / "work" / "embeddings").glob("*/*")}
+    src_scores = {n: (d / "test.predicted-scores.json").read_bytes() for n, d in src_dirs.items()}
+    seeded = [*cmd, "--tag", "random-seed3", "--predictor-seed", "3", "--embeddings-from", "random"]  # last --tag wins
     r = subprocess.run(seeded, capture_output=True, text=True, env=_env())
     assert r.returncode == 0, r.stdout + r.stderr
-    assert json.loads((tmp_path / "random-seed3" / "scores.json").read_text())["predictor_seed"] == 3
-    log = (tmp_path / "random-seed3" / "work" / "logs" / "tiny_scene-v1.0-full.predictions.log").read_text()
+    assert r.stdout.count("embeddings copied from random") == 2
+    data = json.loads((tmp_path / "random-seed3" / "scores.json").read_text())
+    assert data["predictor_seed"] == 3 and data["embeddings_copied_from"] == {n: "random" for n in src_dirs}
+    assert data["tasks"]["tiny_event-v1.0-full"]["mean"] is not None
+    work = tmp_path / "random-seed3" / "work"
+    assert not list((work / "logs").glob("*.embeddings.log"))
+    log = (work / "logs" / "tiny_scene-v1.0-full.predictions.log").read_text()
     assert "seed set to 3" in log and "seed set to 42" not in log
-
-
-def test_embeddings_from_an_earlier_tag_are_copied_not_recomputed_and_checked(tiny_tasks, rand_ckpt, tmp_path):
-    """Another predictor seed on the same embeddings: no embeddings runner,
-    the embedding files byte for byte the source's, the source's own
-    predictions untouched, and the event task (which needs the timestamp
-    files) still scored. Anything that would not give the same embeddings is
-    refused before any work."""
-    base = [sys.executable, str(EVAL / "run.py"), "--tasks-dir", str(tiny_tasks), "--model", str(rand_ckpt),
-            "--grid", "faster", "--grid-points", "1", "--results-dir", str(tmp_path)]
-    src = subprocess.run([*base, "--tag", "src"], capture_output=True, text=True, env=_env())
-    assert src.returncode == 0, src.stdout + src.stderr
-    src_dirs = {d.name: d for d in (tmp_path / "src" / "work" / "embeddings").glob("*/*")}
-    src_scores = {n: (d / "test.predicted-scores.json").read_bytes() for n, d in src_dirs.items()}
-
-    r = subprocess.run([*base, "--tag", "seed5", "--predictor-seed", "5", "--embeddings-from", "src"],
-                       capture_output=True, text=True, env=_env())
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("embeddings copied from src") == 2
-    work = tmp_path / "seed5" / "work"
-    assert not list((work / "logs").glob("*.embeddings.log"))  # heareval's embeddings runner never ran
-    data = json.loads((tmp_path / "seed5" / "scores.json").read_text())
-    assert data["embeddings_copied_from"] == {name: "src" for name in src_dirs}
-    assert data["predictor_seed"] == 5 and set(data["tasks"]) == set(src_dirs)
-    assert data["tasks"]["tiny_event-v1.0-full"]["mean"] is not None  # timestamps and split files came along
-    assert "seed set to 5" in (work / "logs" / "tiny_scene-v1.0-full.predictions.log").read_text()
     for name, d in src_dirs.items():
         copy = next(work.glob(f"embeddings/*/{name}"))
         npys = sorted(f.name for f in d.glob("*.embeddings.npy"))
         assert npys and npys == sorted(f.name for f in copy.glob("*.embeddings.npy"))
         assert all((d / f).read_bytes() == (copy / f).read_bytes() for f in npys)
-        assert (d / "test.predicted-scores.json").read_bytes() == src_scores[name]  # the source kept its own
+        assert (d / "test.predicted-scores.json").read_bytes() == src_scores[name]
 
-    def refused(*extra: str) -> str:
-        run = subprocess.run([*base, *extra], capture_output=True, text=True, env=_env())
-        assert run.returncode != 0, run.stdout
-        assert not (tmp_path / extra[1] / "work" / "embeddings").exists()  # refused before any work
+    def refused(tag: str, *extra: str) -> str:  # before anything is written
+        run = subprocess.run([*cmd, "--tag", tag, *extra], capture_output=True, text=True, env=_env())
+        assert run.returncode != 0 and not (tmp_path / tag).exists(), run.stdout
         return run.stderr
 
     other = tmp_path / "other.pt"
     other.write_bytes(rand_ckpt.read_bytes() + b"\0")
-    assert "model_sha256 differs" in refused("--tag", "x1", "--embeddings-from", "src", "--model", str(other))
-    assert "no " in refused("--tag", "x2", "--embeddings-from", "nosuchtag")
-    scores_path = tmp_path / "src" / "scores.json"
+    assert "model_sha256 differs" in refused("x1", "--embeddings-from", "random", "--model", str(other))
+    assert "no " in refused("x2", "--embeddings-from", "nosuchtag")
+    scores_path = tmp_path / "random" / "scores.json"
     stored = json.loads(scores_path.read_text())
     scores_path.write_text(json.dumps({**stored, "task_fingerprints": {n: "0" * 16 for n in src_dirs}}))
-    assert "another build" in refused("--tag", "x3", "--embeddings-from", "src")
+    assert "another build" in refused("x3", "--embeddings-from", "random")
     del stored["model_sha256"]
     scores_path.write_text(json.dumps(stored))
-    assert "predates" in refused("--tag", "x4", "--embeddings-from", "src")
+    assert "predates" in refused("x4", "--embeddings-from", "random")
 
 
 @pytest.mark.slow
