@@ -94,7 +94,7 @@ def _check_audio(audio: torch.Tensor, model: ABTModel) -> torch.Tensor:
         )
     if audio.shape[0] and audio.shape[1] == 0:
         raise ValueError("audio has 0 samples per clip; every clip needs at least one sample")
-    audio = audio.float()
+    audio = audio.detach().float()  # embeddings never carry gradients; checking a tracked tensor warns
     if audio.numel():
         finite = torch.isfinite(audio).all(dim=1)
         if not bool(finite.all()):

@@ -121,9 +121,13 @@ def test_eval_mode_restores_mode_and_disables_grad(model):
 
 
 def test_scene_and_timestamps_do_not_track_gradients(model, example_wav):
+    """Audio that tracks gradients (e.g. from a differentiable augmentation) is
+    embedded without a warning, and the embeddings carry no graph."""
     x = example_wav[None, :4000].clone().requires_grad_()
-    assert not hear_abt.get_scene_embeddings(x, model).requires_grad
-    assert not hear_abt.get_timestamp_embeddings(x, model)[0].requires_grad
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not hear_abt.get_scene_embeddings(x, model).requires_grad
+        assert not hear_abt.get_timestamp_embeddings(x, model)[0].requires_grad
 
 
 def test_default_checkpoint_path_prefers_the_installed_layout(tmp_path, monkeypatch):
