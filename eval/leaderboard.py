@@ -355,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
                         "their per-task difference is shown as the noise; repeatable")
     p.add_argument("--mean", action="append", default=[], metavar="NAME=A+B",
                    help="add a row NAME, the per-task mean of runs A, B, ... (tasks all of them scored); repeatable")
+    p.add_argument("--plot-rows", nargs="+", default=None, metavar="ROW",
+                   help="draw only these rows (tags, --mean names, A+B references, paper rows) in the bar plots; "
+                        "the tables keep every row (default: every row)")
     args = p.parse_args(argv)
     if any("=" not in m or not m.split("=", 1)[1] for m in args.mean):
         p.error("--mean takes NAME=TAG+TAG...")
@@ -373,7 +376,13 @@ def main(argv: list[str] | None = None) -> int:
     rows += paper_rows(tasks)
     md = args.results_dir / "leaderboard.md"
     md.write_text(markdown(rows, cols, runs, args.random_tag, random_for, noise_pairs, command_line(argv)))
-    pngs = plot_groups(rows, cols, args.results_dir)
+    plotted = rows
+    if args.plot_rows:
+        unknown = sorted(set(args.plot_rows) - {r.name for r in rows})
+        if unknown:
+            raise SystemExit(f"--plot-rows: no row named {', '.join(unknown)}")
+        plotted = [r for r in rows if r.name in args.plot_rows]
+    pngs = plot_groups(plotted, cols, args.results_dir)
     print("\n".join(map(str, [md, *pngs])))
     return 0
 

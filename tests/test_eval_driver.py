@@ -227,6 +227,13 @@ def test_leaderboard_has_paper_rows_group_means_and_gain_over_random(tmp_path):
     with pytest.raises(SystemExit, match=r"random\+nope"):
         leaderboard.main(["--results-dir", str(tmp_path), "--random-for", "abt2=random+nope"])
     assert (tmp_path / "leaderboard_music.png").is_file()
+    # the plots can be limited to some rows; the tables keep them all
+    before = (tmp_path / "leaderboard_music.png").stat().st_size
+    assert leaderboard.main(["--results-dir", str(tmp_path), "--plot-rows", "abt", "ABT (paper)"]) == 0
+    assert (tmp_path / "leaderboard_music.png").stat().st_size < before
+    assert "| abt2 |" in (tmp_path / "leaderboard.md").read_text()
+    with pytest.raises(SystemExit, match="nope"):
+        leaderboard.main(["--results-dir", str(tmp_path), "--plot-rows", "abt", "nope"])
 
 
 def test_leaderboard_counts_only_gains_larger_than_the_rounding_noise(tmp_path):
