@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -54,7 +53,7 @@ sys.path.insert(0, str(EVAL_DIR))
 from hear_tasks import find_tasks, read_metadata, task_group  # noqa: E402
 from scores import collect, write_scores  # noqa: E402
 from task_check import check_task, describe  # noqa: E402
-from task_fingerprint import task_fingerprint  # noqa: E402
+from task_fingerprint import file_sha256, task_fingerprint  # noqa: E402
 
 DEFAULT_RESULTS = EVAL_DIR / "results"
 HEAREVAL_SEED = 42  # heareval.predictions.task_predictions seeds every task with it
@@ -141,14 +140,6 @@ def _read_previous(scores_path: Path) -> dict:
 def _embedding_dir(emb_root: Path, task: str) -> Path | None:
     hits = sorted(emb_root.glob(f"*/{task}"))
     return hits[0] if hits else None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # What heareval's embeddings runner writes into a task's folder, beside the

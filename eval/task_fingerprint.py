@@ -33,6 +33,13 @@ def _hash_file(h: hashlib._Hash, path: Path) -> None:
             h.update(chunk)
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of one file's bytes (e.g. the model a tag embedded with)."""
+    h = hashlib.sha256()
+    _hash_file(h, path)
+    return h.hexdigest()
+
+
 def task_fingerprint(task_dir: Path, audio_sample: int = AUDIO_SAMPLE) -> str:
     """16 hex digits of SHA-256 over the folder as described above."""
     task_dir = Path(task_dir)
