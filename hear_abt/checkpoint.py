@@ -13,6 +13,7 @@ import os
 import pickle
 import tempfile
 import time
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -26,6 +27,17 @@ REQUIRED_KEYS = ("format", "format_version", "encoder", "mel", "norm_stats", "st
 
 class CheckpointError(ValueError):
     """A file that is not a usable hear-abt checkpoint."""
+
+
+def torch_load_untrusted(path: str | Path) -> Any:
+    """torch.load with weights_only=True, onto the CPU. Some corruptions make
+    torch's weights-only unpickler build a legacy TypedStorage before it fails,
+    and its deprecation warning would sit above the caller's own error naming
+    the bad file as if it were the problem; it is silenced here (a good file
+    never raises it)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 # Fault-injection hook for tests: when set to a number of seconds, every atomic
@@ -182,7 +194,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"{path} is not a readable checkpoint (truncated or corrupt, or not written by torch.save)"
         )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch_load_untrusted(path)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"{path} was refused by the weights-only loader (it holds objects other than "

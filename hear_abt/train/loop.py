@@ -32,7 +32,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import atomic_torch_save, content_digest, fsync_dir, make_checkpoint, save_checkpoint
+from ..checkpoint import (
+    atomic_torch_save,
+    content_digest,
+    fsync_dir,
+    make_checkpoint,
+    save_checkpoint,
+    torch_load_untrusted,
+)
 from ..encoders import build_encoder
 from . import distributed as D
 from .augment import ABTAugment, MixupBank, RandomLinearFader, RandomResizeCrop, slice_params
@@ -100,7 +107,7 @@ def load_state(path: str | Path, run_id: str | None = None) -> dict[str, Any]:
     if not zipfile.is_zipfile(path):
         raise StateError(f"{path} is truncated or corrupt (not a complete torch.save archive, {path.stat().st_size} bytes)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load_untrusted(path)
     except Exception as e:  # noqa: BLE001 - any failure to read means a bad file
         msg = str(e).strip().splitlines()[-1] if str(e).strip() else ""
         raise StateError(f"{path} is corrupt and cannot be read: {type(e).__name__}: {msg[:300]}") from None
