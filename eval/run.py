@@ -26,6 +26,13 @@ that tag's predictions), and only when the module, the model file's sha256,
 the model options and the task folder's fingerprint are the ones this run
 would embed with; anything else is refused with the reason.
 
+``--jobs N`` runs N tasks at once, each runner with ``OMP_NUM_THREADS`` =
+cores / N unless it is set already: heareval's predictor trains small MLPs
+that keep few cores busy. Its scores depend on the thread count at rounding
+level (the same thread count gives the same scores, run alone or beside
+others), so ``scores.json`` records each task's (``predictor_threads``).
+Ctrl-C stops every task's runners; a rerun resumes as after a kill.
+
 Each task folder is checked first (eval/task_check.py): a missing or corrupt
 split file, a missing clip or audio at the wrong sample rate fails that task
 with the file named, and the other tasks still run. Killed at any moment
@@ -44,7 +51,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 EVAL_DIR = Path(__file__).resolve().parent
@@ -78,6 +87,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     how.add_argument("--embeddings-from", metavar="TAG", default=None,
                      help="reuse that tag's finished embeddings (same module, model sha256, model options and task "
                           "build) instead of embedding again, e.g. for another --predictor-seed")
+    how.add_argument("--jobs", type=int, default=1,
+                     help="tasks run at once (default 1). Each runner then gets OMP_NUM_THREADS = cores / jobs "
+                          "unless you set it; heareval's scores depend on the thread count at rounding level, so "
+                          "scores.json records it (docs/evaluation.md)")
     how.add_argument("--gpu", action="store_true", help="embed and train on GPU 0 (default: CPU)")
     how.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where <tag>/ goes (default: eval/results)")
     args = p.parse_args(argv)
@@ -87,13 +100,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--tasks-dir {args.tasks_dir} is not a folder")
     if args.model is not None and not args.model.is_file():
         p.error(f"--model {args.model} does not exist")
+    if args.jobs < 1:
+        p.error(f"--jobs must be at least 1, got {args.jobs}")
     if args.embeddings_from == args.tag:
         p.error("--embeddings-from names this run's own --tag")
     return args
 
 
-def _env(gpu: bool) -> dict[str, str]:
+def _env(gpu: bool, jobs: int = 1) -> dict[str, str]:
     env = dict(os.environ)
+    if jobs > 1 and "OMP_NUM_THREADS" not in env:  # N runners with every core each would oversubscribe them
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        env["OMP_NUM_THREADS"] = str(max(1, cores // jobs))
     # eval/peers holds wrapper HEAR modules; the repo root holds hear_abt.
     # A PYTHONPATH the user set comes first, so it can point at another copy.
     paths = [env.get("PYTHONPATH", ""), str(EVAL_DIR / "peers"), str(EVAL_DIR.parent)]
@@ -105,7 +123,9 @@ def _env(gpu: bool) -> dict[str, str]:
 
 def _die_with_parent() -> None:
     """In the child: get SIGKILL when the driver dies (Linux), so a killed
-    driver leaves no heareval runner writing into a task that a rerun redoes."""
+    driver leaves no heareval runner writing into a task that a rerun redoes.
+    Linux sends it when the thread that started the child exits: with --jobs
+    that is a pool thread, which lives until every task is done."""
     try:
         import ctypes
         import signal
@@ -116,14 +136,31 @@ def _die_with_parent() -> None:
         pass
 
 
-def _run_logged(cmd: list[str], log: Path, env: dict[str, str], cwd: Path) -> tuple[int, float]:
+def _run_logged(cmd: list[str], log: Path, env: dict[str, str], cwd: Path,
+                stop: threading.Event) -> tuple[int, float]:
+    """(return code, seconds). The runner is killed when ``stop`` is set (by
+    the driver's main thread, on Ctrl-C or another task's crash) or when this
+    thread is interrupted; a stopped run returns -9 without starting one."""
+    if stop.is_set():
+        return -9, 0.0
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     with log.open("a") as fh:
         fh.write(f"\n$ {' '.join(cmd)}\n")
         fh.flush()
         preexec = _die_with_parent if sys.platform.startswith("linux") else None
-        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd, preexec_fn=preexec).returncode
+        with subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd, preexec_fn=preexec) as proc:
+            try:
+                while True:
+                    try:
+                        rc = proc.wait(timeout=0.5)
+                        break
+                    except subprocess.TimeoutExpired:
+                        if stop.is_set():
+                            proc.kill()
+            except BaseException:
+                proc.kill()
+                raise
     return rc, time.monotonic() - start
 
 
@@ -266,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
     if not tasks:
         sys.exit(f"no task folders (with task_metadata.json) in {args.tasks_dir}")
 
-    env = _env(args.gpu)
+    env = _env(args.gpu, args.jobs)
     scores_path = out / "scores.json"
     previous = _read_previous(scores_path)
     timing: dict[str, dict[str, float]] = previous.get("timing_s", {})
@@ -275,6 +312,9 @@ def run(args: argparse.Namespace) -> int:
     py, compat = sys.executable, str(EVAL_DIR / "heareval_compat.py")
     header = {"tag": args.tag, **settings, "model_sha256": file_sha256(args.model) if args.model else None,
               "tasks_dir": str(args.tasks_dir.resolve()), "task_fingerprints": fingerprints, "environment": environment()}
+    # the predictor's scores move with its thread count (float summation order), so each task's is kept
+    threads: dict[str, str] = previous.get("predictor_threads", {})
+    header["predictor_threads"] = threads
     copied: dict[str, str] = previous.get("embeddings_copied_from", {})  # task -> the tag its embeddings came from
     if copied or args.embeddings_from:
         header["embeddings_copied_from"] = copied
@@ -288,41 +328,54 @@ def run(args: argparse.Namespace) -> int:
     write_scores(scores_path, {**header, "timing_s": timing}, {**kept, **collect(emb_root, all_tasks)})
     print(f"{args.tag}: {len(tasks)} tasks from {args.tasks_dir}, module {args.module}, grid {args.grid}", flush=True)
 
-    for i, task_dir in enumerate(tasks, 1):
+    lock, stop = threading.Lock(), threading.Event()  # lock: timing, copied, failed and scores.json
+    running: set[str] = set()  # tasks whose heareval files may be half-written: never collected
+
+    def run_task(i: int, task_dir: Path) -> None:
         name = task_dir.name
         emb_dir = _embedding_dir(emb_root, name)
         embedded = emb_dir is not None and (emb_dir / _DONE).exists()
         problems = [] if embedded else check_task(task_dir)
         if problems:
             print(f"[{i}/{len(tasks)}] {name}: INVALID task folder, skipped: {describe(problems)}", flush=True)
-            failed.append(name)
-            continue
+            with lock:
+                failed.append(name)
+            return
         prefix = f"[{i}/{len(tasks)}] {name} ({task_group(name, read_metadata(task_dir))})"
-        t = timing.setdefault(name, {})
+        with lock:
+            t = timing.setdefault(name, {})
+            running.add(name)
         src = None if embedded else shared.get(name)
         if src is not None:
             start = time.monotonic()
             SharedEmbeddings.copy(src, emb_root / src.parent.name / name)  # heareval names it by module
-            t["embeddings"] = time.monotonic() - start
-            copied[name] = args.embeddings_from
+            with lock:
+                t["embeddings"] = time.monotonic() - start
+                copied[name] = args.embeddings_from
             emb_dir, embedded = _embedding_dir(emb_root, name), True
             print(f"{prefix}: embeddings copied from {args.embeddings_from}", flush=True)
         elif args.embeddings_from and not embedded:
             print(f"{prefix}: {args.embeddings_from} has no finished embeddings of it; embedding here", flush=True)
         if not embedded:
-            copied.pop(name, None)
+            with lock:
+                copied.pop(name, None)
             print(f"{prefix}: embeddings ...", flush=True)
             runner = [compat, "embeddings"] if args.gpu else ["-m", "heareval.embeddings.runner"]
             cmd = [py, *runner, args.module, "--tasks-dir", str(args.tasks_dir.resolve()), "--task", name,
                    "--embeddings-dir", str(emb_root.resolve()), "--model-options", args.model_options]
             if args.model:
                 cmd += ["--model", str(args.model.resolve())]
-            rc, t["embeddings"] = _run_logged(cmd, logs / f"{name}.embeddings.log", env, work)
+            rc, seconds = _run_logged(cmd, logs / f"{name}.embeddings.log", env, work, stop)
+            with lock:
+                t["embeddings"] = seconds
             emb_dir = _embedding_dir(emb_root, name)
             if rc or emb_dir is None:
-                print(f"{prefix}: embeddings FAILED (rc {rc}), see {logs / (name + '.embeddings.log')}", flush=True)
-                failed.append(name)
-                continue
+                if not stop.is_set():
+                    print(f"{prefix}: embeddings FAILED (rc {rc}), see {logs / (name + '.embeddings.log')}", flush=True)
+                with lock:
+                    failed.append(name)
+                    running.discard(name)
+                return
         if (emb_dir / "prediction-done.json").exists() and (emb_dir / "test.predicted-scores.json").exists():
             print(f"{prefix}: done before, skipped", flush=True)
         else:
@@ -334,17 +387,40 @@ def run(args: argparse.Namespace) -> int:
             if args.gpu:
                 cmd += ["--gpus", "[0]"]
             env_pred = {**env, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}  # see heareval_compat.py
-            rc, t["predictions"] = _run_logged(cmd, logs / f"{name}.predictions.log", env_pred, work)
+            rc, seconds = _run_logged(cmd, logs / f"{name}.predictions.log", env_pred, work, stop)
+            with lock:
+                t["predictions"] = seconds
+                threads[name] = env.get("OMP_NUM_THREADS", "torch's default")
             if rc:
-                print(f"{prefix}: predictions FAILED (rc {rc}), see {logs / (name + '.predictions.log')}", flush=True)
-                failed.append(name)
-                continue
-        task_scores = {**kept, **collect(emb_root, all_tasks)}  # earlier --tasks subsets too
+                if not stop.is_set():
+                    print(f"{prefix}: predictions FAILED (rc {rc}), see {logs / (name + '.predictions.log')}", flush=True)
+                with lock:
+                    failed.append(name)
+                    running.discard(name)
+                return
+        with lock:
+            running.discard(name)
+            finished = [d for d in all_tasks if d.name not in running]
+            task_scores = {**kept, **collect(emb_root, finished)}  # earlier --tasks subsets too
+            write_scores(scores_path, {**header, "timing_s": timing}, task_scores)
         s = task_scores.get(name, {})
         mean, std = s.get("mean"), s.get("std")
         shown = "nan" if mean is None else f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
         print(f"{prefix}: {s.get('metric', '?')} {shown} ({t.get('predictions', 0):.0f} s)", flush=True)
-        write_scores(scores_path, {**header, "timing_s": timing}, task_scores)
+
+    if args.jobs == 1:
+        for i, task_dir in enumerate(tasks, 1):
+            run_task(i, task_dir)
+    else:
+        pool = ThreadPoolExecutor(max_workers=args.jobs, thread_name_prefix="task")
+        try:
+            for future in [pool.submit(run_task, i, d) for i, d in enumerate(tasks, 1)]:
+                future.result()
+        except BaseException:  # Ctrl-C, or a bug in one task: stop the others' runners too
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
 
     print(f"scores: {scores_path}" + (f"; FAILED: {', '.join(failed)}" if failed else ""), flush=True)
     return 1 if failed else 0

@@ -318,12 +318,19 @@ def test_driver_runs_resumes_and_collects(tiny_tasks, rand_ckpt, tmp_path):
     # source's own predictions untouched, and the event task, which needs the timestamp files, scored
     src_dirs = {d.name: d for d in (tmp_path / "random" / "work" / "embeddings").glob("*/*")}
     src_scores = {n: (d / "test.predicted-scores.json").read_bytes() for n, d in src_dirs.items()}
-    seeded = [*cmd, "--tag", "random-seed3", "--predictor-seed", "3", "--embeddings-from", "random"]  # last --tag wins
-    r = subprocess.run(seeded, capture_output=True, text=True, env=_env())
+    # --jobs 2: both tasks' predictions start before either is scored, each runner on half the cores
+    seeded = [*cmd, "--tag", "random-seed3", "--predictor-seed", "3", "--embeddings-from", "random", "--jobs", "2"]
+    env = {k: v for k, v in _env().items() if k != "OMP_NUM_THREADS"}
+    r = subprocess.run(seeded, capture_output=True, text=True, env=env)  # the last --tag wins
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("embeddings copied from random") == 2
+    lines = r.stdout.splitlines()
+    started = [i for i, line in enumerate(lines) if line.endswith("predictions ...")]
+    scored = [i for i, line in enumerate(lines) if line.endswith(" s)") and "embeddings ok" not in line]
+    assert len(started) == len(scored) == 2 and max(started) < min(scored), r.stdout
     data = json.loads((tmp_path / "random-seed3" / "scores.json").read_text())
     assert data["predictor_seed"] == 3 and data["embeddings_copied_from"] == {n: "random" for n in src_dirs}
+    assert data["predictor_threads"] == {n: str(max(1, len(os.sched_getaffinity(0)) // 2)) for n in src_dirs}
     assert data["tasks"]["tiny_event-v1.0-full"]["mean"] is not None
     work = tmp_path / "random-seed3" / "work"
     assert not list((work / "logs").glob("*.embeddings.log"))

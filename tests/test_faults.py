@@ -391,10 +391,14 @@ def _driver(tasks: Path, results: Path, *extra: str) -> list[str]:
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+    """Processes started by any of pid's threads (the driver's --jobs workers are threads)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
 
 
 def _dead(pid: int) -> bool:
@@ -455,3 +459,42 @@ def test_eval_killed_mid_embeddings_and_mid_predictions_scores_as_uninterrupted(
     scores = json.loads((out / "naive" / "scores.json").read_text())
     assert scores["tasks"] == ref_scores["tasks"]
     assert scores["tasks"][SCENE]["mean"] is not None
+
+
+@pytest.mark.slow
+def test_eval_ctrl_c_with_parallel_jobs_stops_every_runner_and_resumes(tmp_path):
+    """--jobs 2: Ctrl-C (SIGINT to the driver alone, as from another shell)
+    while both tasks' runners run stops the driver within seconds, kills both
+    runners, starts nothing more and reports no task as failed; a rerun
+    finishes both tasks."""
+    import _tiny_hear
+
+    root = tmp_path / "tasks"
+    root.mkdir()
+    _tiny_hear.make_scene_task(root)
+    _tiny_hear.make_event_task(root)
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    cmd = _driver(root, tmp_path / "out", "--jobs", "2")
+    log = tmp_path / "driver.out"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    try:
+        assert _wait_for(lambda: len(_children(proc.pid)) == 2, proc, timeout=300), log.read_text()
+        runners = _children(proc.pid)
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = log.read_text()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in out, out
+    deadline = time.monotonic() + 3
+    while not all(_dead(c) for c in runners) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(_dead(c) for c in runners), f"runners outlived the driver: {runners}"
+    assert "FAILED" not in out and "predictions ..." not in out, out
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert again.returncode == 0, again.stdout + again.stderr
+    scores = json.loads((tmp_path / "out" / "naive" / "scores.json").read_text())
+    assert sorted(scores["tasks"]) == sorted(p.name for p in root.iterdir())
+    assert scores["predictor_threads"] == {name: "1" for name in scores["tasks"]}
