@@ -140,3 +140,57 @@ def test_probe_config_parsing(tmp_path):
         main(["--set", "probe_tasks=[1, 2]", "--print-config"])
     # Changing the probe on resume is allowed: it does not change training.
     assert {"probe_tasks", "probe_every"} <= loop.RESUMABLE_OVERRIDES
+
+
+# ---------------------------------------------------------------- eval/layer_probe.py
+
+def _layer_probe():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
+    import layer_probe
+
+    return layer_probe
+
+
+def test_layer_readouts_rebuild_the_scene_embedding(model, example_wav):
+    """The readouts are the stages the HEAR embedding is made of: conv2 + fc2,
+    pooled, is get_scene_embeddings' output (through the training graph, so
+    up to float rounding), and each stage has its documented width."""
+    import hear_abt
+
+    audio = example_wav[None]
+    feats = _layer_probe().readout_features(model, audio)
+    assert {k: v.shape for k, v in feats.items()} == {
+        "logmel": (1, 64), "conv1": (1, 2048), "conv2": (1, 1024), "fc1": (1, 2048), "fc2": (1, 2048),
+        "embedding": (1, 3072), "conv2+fc1": (1, 3072)}
+    api = hear_abt.get_scene_embeddings(audio, model).double()
+    assert torch.allclose(feats["embedding"], api, rtol=1e-4, atol=1e-4 * api.abs().max().item())
+    assert not torch.allclose(feats["fc1"], feats["fc2"])  # a wrong slice of the MLP would repeat a stage
+
+
+def test_layer_probe_table_and_errors(tiny_tasks, rand_ckpt, tmp_path, capsys):
+    lp = _layer_probe()
+    out = tmp_path / "layers.json"
+    res = lp.main(["--model", str(rand_ckpt), "--tasks", str(tiny_tasks["scene"]), str(tiny_tasks["tvt"]),
+                   "--json", str(out)])
+    table = capsys.readouterr().out
+    rows = res[str(rand_ckpt)]
+    assert list(rows) == list(lp.READOUTS) and json.loads(out.read_text()) == res
+    assert all(f"| {rand_ckpt} | {r} |" in table for r in lp.READOUTS)
+    # Three pitches in noise: the log-mel input separates them (chance 1/3), and the
+    # "embedding" readout scores what the standalone probe does on the API's embedding,
+    # within one test clip (the two paths differ only in float rounding).
+    assert rows["logmel"]["tiny_scene"] >= 0.8
+    api = probe.main(["--model", str(rand_ckpt), "--tasks", str(tiny_tasks["tvt"])])[str(rand_ckpt)]["tiny_tvt"]
+    n_test = len(json.loads((tiny_tasks["tvt"] / "test.json").read_text()))
+    assert abs(rows["embedding"]["tiny_tvt"] - api) <= 1 / n_test + 1e-9
+    vit = tmp_path / "vit.pt"
+    from hear_abt.cli import main as cli
+
+    cli(["init", "--encoder", "vitc_tiny", "-o", str(vit)])
+    with pytest.raises(SystemExit, match="AudioNTT only"):
+        lp.main(["--model", str(vit), "--tasks", str(tiny_tasks["scene"])])
+    with pytest.raises(SystemExit):
+        lp.main(["--model", str(tmp_path / "missing.pt"), "--tasks", str(tiny_tasks["scene"])])

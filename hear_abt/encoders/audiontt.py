@@ -90,6 +90,15 @@ class AudioNTT(nn.Module):
         x = x.permute(0, 3, 1, 2).flatten(2)  # [B, T/4, C * n_mels/4]
         return torch.cat([x, self.fc(x)], dim=-1)  # [B, T/4, 3072]
 
+    def readouts(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Frame features after each stage, [B, T_stage, D_stage], through the
+        training graph (eval/layer_probe.py asks where learned information
+        sits). "conv2" then "fc2", concatenated, are forward_frames' output."""
+        h1 = self.features[:4](x)  # [B, C, n_mels/2, T/2]
+        conv2 = self.features[4:](h1).permute(0, 3, 1, 2).flatten(2)  # [B, T/4, C * n_mels/4]
+        fc1 = self.fc[:3](conv2)  # first Linear, ReLU, Dropout
+        return {"conv1": h1.permute(0, 3, 1, 2).flatten(2), "conv2": conv2, "fc1": fc1, "fc2": self.fc[3:](fc1)}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, 1, n_mels, T] -> [B, 3072]: temporal mean + max, as BYOL-A v2."""
         f = self.forward_frames(x)
