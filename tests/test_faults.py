@@ -11,6 +11,7 @@ Run `python -m pytest -q -s tests/test_faults.py` to see where each kill landed.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import json
@@ -394,10 +395,8 @@ def _children(pid: int) -> list[int]:
     """Processes started by any of pid's threads (the driver's --jobs workers are threads)."""
     out = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
             out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
     return out
 
 
