@@ -365,11 +365,13 @@ def test_driver_runs_resumes_and_collects(tiny_tasks, rand_ckpt, tmp_path):
 def test_driver_on_the_small_minihear_suite(minihear_small, rand_ckpt, tmp_path):
     """heareval's two runners complete on every mini-HEAR task with a random
     hear_abt checkpoint, and a leaderboard with numbers comes out (reduced
-    grid: this proves the plumbing, not the scores)."""
+    grid: this proves the plumbing, not the scores). Two tasks at a time
+    (--jobs 2): every kind of task through the parallel path, and 97 s
+    instead of 215 s one task at a time (2 cores, 2026-11-29)."""
     tasks = sorted(p.name for p in minihear_small.iterdir())
     assert len(tasks) >= 8
     cmd = [sys.executable, str(EVAL / "run.py"), "--tasks-dir", str(minihear_small), "--model", str(rand_ckpt),
-           "--tag", "random", "--grid", "faster", "--grid-points", "1", "--results-dir", str(tmp_path)]
+           "--tag", "random", "--grid", "faster", "--grid-points", "1", "--results-dir", str(tmp_path), "--jobs", "2"]
     run = subprocess.run(cmd, capture_output=True, text=True, env=_env())
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     data = json.loads((tmp_path / "random" / "scores.json").read_text())
