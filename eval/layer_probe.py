@@ -30,29 +30,23 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hear_abt.embed import logmel_range, min_samples  # noqa: E402
+from hear_abt.embed import logmel_range, padded_to_one_frame, pool_clip  # noqa: E402
 from hear_abt.hear_api import load_model  # noqa: E402
 from hear_abt.model import ABTModel  # noqa: E402
-from hear_abt.train.probe import BATCH, ProbeTask, load_tasks, score_task  # noqa: E402
+from hear_abt.train.probe import ProbeTask, equal_length_batches, load_tasks, score_task  # noqa: E402
 
 READOUTS = ("logmel", "conv1", "conv2", "fc1", "fc2", "embedding", "conv2+fc1")
-
-
-def _pool(frames: torch.Tensor) -> torch.Tensor:
-    return frames.mean(dim=1) + frames.amax(dim=1)
 
 
 @torch.no_grad()
 def readout_features(model: ABTModel, audio: torch.Tensor) -> dict[str, torch.Tensor]:
     """[n, samples] of equal length -> readout -> pooled features [n, D] (float64)."""
-    short = min_samples(model) - audio.shape[1]
-    if short > 0:
-        audio = torch.nn.functional.pad(audio, (0, short))
+    audio = padded_to_one_frame(model, audio)
     mel = logmel_range(model.frontend, audio, 0, model.frontend.cfg.n_frames(audio.shape[-1]))  # [n, M, T]
     x = ((mel - model.norm_mean) / model.norm_std).unsqueeze(1)
     stages = model.encoder.readouts(x)
-    out = {"logmel": _pool(x[:, 0].transpose(1, 2))}
-    out.update({k: _pool(v) for k, v in stages.items()})
+    out = {"logmel": pool_clip(x[:, 0].transpose(1, 2))}
+    out.update({k: pool_clip(v) for k, v in stages.items()})
     out["embedding"] = torch.cat([out["conv2"], out["fc2"]], dim=1)
     out["conv2+fc1"] = torch.cat([out["conv2"], out["fc1"]], dim=1)
     return {k: v.double().cpu() for k, v in out.items()}
@@ -63,15 +57,10 @@ def task_features(model: ABTModel, task: ProbeTask) -> dict[str, dict[str, torch
     per_split: dict[str, dict[str, torch.Tensor]] = {}
     for split, (wavs, _) in task.splits.items():
         rows: list[dict[str, torch.Tensor] | None] = [None] * len(wavs)
-        by_len: dict[int, list[int]] = {}
-        for i, w in enumerate(wavs):
-            by_len.setdefault(w.shape[-1], []).append(i)
-        for idx in by_len.values():
-            for a in range(0, len(idx), BATCH):
-                sel = idx[a : a + BATCH]
-                feats = readout_features(model, torch.stack([wavs[i] for i in sel]).float().to(model.device))
-                for j, i in enumerate(sel):
-                    rows[i] = {k: v[j] for k, v in feats.items()}
+        for sel in equal_length_batches(wavs):
+            feats = readout_features(model, torch.stack([wavs[i] for i in sel]).float().to(model.device))
+            for j, i in enumerate(sel):
+                rows[i] = {k: v[j] for k, v in feats.items()}
         per_split[split] = {k: torch.stack([r[k] for r in rows]) for k in READOUTS}  # type: ignore[index]
     return {k: {s: per_split[s][k] for s in per_split} for k in READOUTS}
 

@@ -333,6 +333,14 @@ def run(args: argparse.Namespace) -> int:
 
     def run_task(i: int, task_dir: Path) -> None:
         name = task_dir.name
+
+        def runner_failed(runner: str, rc: int) -> None:
+            if not stop.is_set():  # a stopped run's runners were killed on purpose
+                print(f"{prefix}: {runner} FAILED (rc {rc}), see {logs / f'{name}.{runner}.log'}", flush=True)
+            with lock:
+                failed.append(name)
+                running.discard(name)
+
         emb_dir = _embedding_dir(emb_root, name)
         embedded = emb_dir is not None and (emb_dir / _DONE).exists()
         problems = [] if embedded else check_task(task_dir)
@@ -370,11 +378,7 @@ def run(args: argparse.Namespace) -> int:
                 t["embeddings"] = seconds
             emb_dir = _embedding_dir(emb_root, name)
             if rc or emb_dir is None:
-                if not stop.is_set():
-                    print(f"{prefix}: embeddings FAILED (rc {rc}), see {logs / (name + '.embeddings.log')}", flush=True)
-                with lock:
-                    failed.append(name)
-                    running.discard(name)
+                runner_failed("embeddings", rc)
                 return
         if (emb_dir / "prediction-done.json").exists() and (emb_dir / "test.predicted-scores.json").exists():
             print(f"{prefix}: done before, skipped", flush=True)
@@ -392,11 +396,7 @@ def run(args: argparse.Namespace) -> int:
                 t["predictions"] = seconds
                 threads[name] = env.get("OMP_NUM_THREADS", "torch's default")
             if rc:
-                if not stop.is_set():
-                    print(f"{prefix}: predictions FAILED (rc {rc}), see {logs / (name + '.predictions.log')}", flush=True)
-                with lock:
-                    failed.append(name)
-                    running.discard(name)
+                runner_failed("predictions", rc)
                 return
         with lock:
             running.discard(name)

@@ -244,12 +244,17 @@ def min_samples(model: ABTModel) -> int:
     return (model.encoder.frame_stride - 1) * model.mel_config.hop_length
 
 
+def padded_to_one_frame(model: ABTModel, audio: torch.Tensor) -> torch.Tensor:
+    """[n, samples], with silence appended to clips shorter than one encoder
+    frame (their own samples are all kept)."""
+    short = min_samples(model) - audio.shape[1]
+    return F.pad(audio, (0, short)) if short > 0 else audio
+
+
 def clip_frames(model: ABTModel, audio: torch.Tensor) -> torch.Tensor:
     """[n, samples] -> [n, T', D]; clips shorter than one encoder frame get
-    silence appended (their own samples are all kept)."""
-    short = min_samples(model) - audio.shape[1]
-    if short > 0:
-        audio = F.pad(audio, (0, short))
+    silence appended (padded_to_one_frame)."""
+    audio = padded_to_one_frame(model, audio)
     return frame_features(model.frontend, model.encoder, model.norm_mean, model.norm_std, audio, model.chunk_frames)
 
 

@@ -407,6 +407,14 @@ def _dead(pid: int) -> bool:
         return True
 
 
+def _all_dead_within(pids: list[int], seconds: float) -> bool:
+    """Whether every pid is dead within `seconds` (polled every 0.1 s)."""
+    deadline = time.monotonic() + seconds
+    while not all(_dead(c) for c in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return all(_dead(c) for c in pids)
+
+
 @pytest.mark.slow
 def test_eval_killed_mid_embeddings_and_mid_predictions_scores_as_uninterrupted(eval_tasks, tmp_path):
     """Uninterrupted: the four broken tasks fail by name, the good one scores.
@@ -447,10 +455,8 @@ def test_eval_killed_mid_embeddings_and_mid_predictions_scores_as_uninterrupted(
                 proc.kill()
         done = {m.name for m in work.glob(f"embeddings/*/{SCENE}/*done*")}
         landed.append(f"{phase}: runner {runners} alive at the kill, markers then {sorted(done)}")
-        deadline = time.monotonic() + 3  # PR_SET_PDEATHSIG: at once (the runner itself would go on for seconds)
-        while not all(_dead(c) for c in runners) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert runners and all(_dead(c) for c in runners), f"heareval runner outlived the driver: {runners}"
+        # PR_SET_PDEATHSIG: at once (the runner itself would go on for seconds)
+        assert runners and _all_dead_within(runners, 3), f"heareval runner outlived the driver: {runners}"
         assert ("prediction-done.json" not in done) and (phase == "predictions" or ".done.embeddings" not in done)
     final = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert final.returncode == 0, final.stdout + final.stderr
@@ -487,10 +493,7 @@ def test_eval_ctrl_c_with_parallel_jobs_stops_every_runner_and_resumes(tmp_path)
             proc.kill()
     out = log.read_text()
     assert proc.returncode != 0 and "KeyboardInterrupt" in out, out
-    deadline = time.monotonic() + 3
-    while not all(_dead(c) for c in runners) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert all(_dead(c) for c in runners), f"runners outlived the driver: {runners}"
+    assert _all_dead_within(runners, 3), f"runners outlived the driver: {runners}"
     assert "FAILED" not in out and "predictions ..." not in out, out
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert again.returncode == 0, again.stdout + again.stderr

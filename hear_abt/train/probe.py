@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -138,21 +138,27 @@ def load_tasks(folders: Sequence[str | Path]) -> list[ProbeTask]:
     return tasks
 
 
+def equal_length_batches(wavs: Sequence[torch.Tensor]) -> Iterator[list[int]]:
+    """Indices of up to BATCH clips of one length at a time, every clip once:
+    clips can only be stacked into one batch when their lengths agree."""
+    by_len: dict[int, list[int]] = {}
+    for i, w in enumerate(wavs):
+        by_len.setdefault(w.shape[-1], []).append(i)
+    for idx in by_len.values():
+        for a in range(0, len(idx), BATCH):
+            yield idx[a : a + BATCH]
+
+
 def embed_clips(model: nn.Module, wavs: list[torch.Tensor]) -> torch.Tensor:
     """Scene embeddings [n, D] (float64, CPU) through the HEAR API, batching
     clips of equal length."""
     from ..hear_api import get_scene_embeddings
 
     out: list[torch.Tensor | None] = [None] * len(wavs)
-    by_len: dict[int, list[int]] = {}
-    for i, w in enumerate(wavs):
-        by_len.setdefault(w.shape[-1], []).append(i)
-    for idx in by_len.values():
-        for a in range(0, len(idx), BATCH):
-            sel = idx[a : a + BATCH]
-            x = torch.stack([wavs[i] for i in sel]).to(model.device)
-            for i, e in zip(sel, get_scene_embeddings(x, model).double().cpu()):
-                out[i] = e
+    for sel in equal_length_batches(wavs):
+        x = torch.stack([wavs[i] for i in sel]).to(model.device)
+        for i, e in zip(sel, get_scene_embeddings(x, model).double().cpu()):
+            out[i] = e
     return torch.stack(out)  # type: ignore[arg-type]
 
 
