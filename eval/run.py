@@ -31,7 +31,9 @@ cores / N unless it is set already: heareval's predictor trains small MLPs
 that keep few cores busy. Its scores depend on the thread count at rounding
 level (the same thread count gives the same scores, run alone or beside
 others), so ``scores.json`` records each task's (``predictor_threads``).
-Ctrl-C stops every task's runners; a rerun resumes as after a kill.
+Tasks start longest first, by the times earlier tags in the results folder
+recorded for what is left of each (eval/task_order.py). Ctrl-C stops every
+task's runners; a rerun resumes as after a kill.
 
 Each task folder is checked first (eval/task_check.py): a missing or corrupt
 split file, a missing clip or audio at the wrong sample rate fails that task
@@ -63,6 +65,7 @@ from hear_tasks import find_tasks, read_metadata, task_group  # noqa: E402
 from scores import collect, write_scores  # noqa: E402
 from task_check import check_task, describe  # noqa: E402
 from task_fingerprint import file_sha256, task_fingerprint  # noqa: E402
+from task_order import STAGES, describe_order, earlier_timings, longest_first  # noqa: E402
 
 DEFAULT_RESULTS = EVAL_DIR / "results"
 HEAREVAL_SEED = 42  # heareval.predictions.task_predictions seeds every task with it
@@ -90,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     how.add_argument("--jobs", type=int, default=1,
                      help="tasks run at once (default 1). Each runner then gets OMP_NUM_THREADS = cores / jobs "
                           "unless you set it; heareval's scores depend on the thread count at rounding level, so "
-                          "scores.json records it (docs/evaluation.md)")
+                          "scores.json records it. Tasks start longest first, by earlier tags' timings (docs/evaluation.md)")
     how.add_argument("--gpu", action="store_true", help="embed and train on GPU 0 (default: CPU)")
     how.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where <tag>/ goes (default: eval/results)")
     args = p.parse_args(argv)
@@ -149,7 +152,11 @@ def _run_logged(cmd: list[str], log: Path, env: dict[str, str], cwd: Path,
         fh.write(f"\n$ {' '.join(cmd)}\n")
         fh.flush()
         preexec = _die_with_parent if sys.platform.startswith("linux") else None
-        with subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd, preexec_fn=preexec) as proc:
+        # Its own process group: a terminal's Ctrl-C reaches the driver alone, which then kills every
+        # runner. Otherwise a runner could exit first and be reported FAILED, or, inside Lightning
+        # (which swallows KeyboardInterrupt in fit), go on to score a half-trained predictor.
+        with subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd, preexec_fn=preexec,
+                              process_group=0) as proc:
             try:
                 while True:
                     try:
@@ -186,6 +193,17 @@ def _embedding_dir(emb_root: Path, task: str) -> Path | None:
 _EMBEDDING_FILES = ("*.embeddings.npy", "*.embedding-dimensions.json", "*.target-labels.pkl",
                     "*.filename-timestamps.json", "task_metadata.json", "labelvocabulary.csv", "profile.embeddings.json")
 _DONE = ".done.embeddings"
+
+
+def _predicted(emb_dir: Path) -> bool:
+    return (emb_dir / "prediction-done.json").exists() and (emb_dir / "test.predicted-scores.json").exists()
+
+
+def _stages_left(emb_root: Path, task: str, shared: dict[str, Path]) -> tuple[str, ...]:
+    emb_dir = _embedding_dir(emb_root, task)
+    if emb_dir is not None and (emb_dir / _DONE).exists():
+        return () if _predicted(emb_dir) else ("predictions",)
+    return ("predictions",) if task in shared else STAGES
 
 
 class SharedEmbeddings:
@@ -327,6 +345,11 @@ def run(args: argparse.Namespace) -> int:
     kept = previous.get("tasks", {})  # scores whose work/ folder was deleted stay until their task runs again
     write_scores(scores_path, {**header, "timing_s": timing}, {**kept, **collect(emb_root, all_tasks)})
     print(f"{args.tag}: {len(tasks)} tasks from {args.tasks_dir}, module {args.module}, grid {args.grid}", flush=True)
+    if args.jobs > 1:  # one task at a time takes as long in any order
+        left = {t.name: _stages_left(emb_root, t.name, shared) for t in tasks}
+        timings = earlier_timings(args.results_dir, args.grid)
+        tasks = longest_first(tasks, left, timings)
+        print(describe_order(tasks, left, timings), flush=True)
 
     lock, stop = threading.Lock(), threading.Event()  # lock: timing, copied, failed and scores.json
     running: set[str] = set()  # tasks whose heareval files may be half-written: never collected
@@ -380,7 +403,7 @@ def run(args: argparse.Namespace) -> int:
             if rc or emb_dir is None:
                 runner_failed("embeddings", rc)
                 return
-        if (emb_dir / "prediction-done.json").exists() and (emb_dir / "test.predicted-scores.json").exists():
+        if _predicted(emb_dir):
             print(f"{prefix}: done before, skipped", flush=True)
         else:
             (emb_dir / "prediction-done.json").unlink(missing_ok=True)  # heareval would skip the task without scores

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hear_tasks  # noqa: E402
 import leaderboard  # noqa: E402
 import scores  # noqa: E402
+import task_order  # noqa: E402
 
 
 def _env() -> dict[str, str]:
@@ -324,6 +325,11 @@ def test_driver_runs_resumes_and_collects(tiny_tasks, rand_ckpt, tmp_path):
     r = subprocess.run(seeded, capture_output=True, text=True, env=env)  # the last --tag wins
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("embeddings copied from random") == 2
+    # longest first, by what is left (the predictions) as the first run timed them
+    first_timing = json.loads((tmp_path / "random" / "scores.json").read_text())["timing_s"]
+    order = re.search(r"^longest first: (.*)$", r.stdout, re.M).group(1)
+    expected = sorted(first_timing, key=lambda n: -first_timing[n]["predictions"])
+    assert order == ", ".join(f"{n} ~{first_timing[n]['predictions']:.0f} s" for n in expected), order
     lines = r.stdout.splitlines()
     started = [i for i, line in enumerate(lines) if line.endswith("predictions ...")]
     scored = [i for i, line in enumerate(lines) if line.endswith(" s)") and "embeddings ok" not in line]
@@ -389,6 +395,47 @@ def test_driver_on_the_small_minihear_suite(minihear_small, rand_ckpt, tmp_path)
     assert leaderboard.main(["--results-dir", str(tmp_path), "--random-tag", "random"]) == 0
     board = (tmp_path / "leaderboard.md").read_text()
     assert re.search(r"^\| random \|.*\d\.\d{3}", board, re.M), board
+
+
+# ---------------------------------------------------------------- --jobs: longest task first
+
+def test_earlier_timings_are_medians_of_real_runs_at_the_same_grid(tmp_path):
+    def tag(name: str, grid: str, timing: dict, **extra) -> None:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "scores.json").write_text(json.dumps({"grid": grid, "timing_s": timing, **extra}))
+
+    tag("a", "fast", {"t1": {"embeddings": 10, "predictions": 100}, "t2": {"embeddings": 5}})
+    tag("b", "fast", {"t1": {"embeddings": 30, "predictions": 300}})
+    tag("c", "fast", {"t1": {"embeddings": 20, "predictions": 200}})
+    tag("d", "default", {"t1": {"embeddings": 99, "predictions": 9999}, "t2": {"predictions": 700}})
+    tag("e", "fast", {"t1": {"embeddings": 0.01, "predictions": 250}}, embeddings_copied_from={"t1": "a"})
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "scores.json").write_text('{"grid": "fast", "timing_s": {"t1": {"predi')
+    got = task_order.earlier_timings(tmp_path, "fast")
+    # t1: same grid only (d ignored), e's copy time is no embedding time but its predictions count
+    assert got["t1"] == {"embeddings": 20, "predictions": 225}
+    assert got["t2"] == {"embeddings": 5, "predictions": 700}  # no fast timing of its predictions: any grid
+
+
+def test_longest_first_starts_untimed_event_and_big_tasks_then_by_time_left(tmp_path):
+    def task(name: str, kind: str, nbytes: int) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "task_metadata.json").write_text(json.dumps({"embedding_type": kind}))
+        (d / "audio.bin").write_bytes(b"\0" * nbytes)
+        return d
+
+    folder_order = [task("a_scene_small", "scene", 10), task("b_scene_big", "scene", 5000),
+                    task("c_event", "event", 10), task("d_timed", "scene", 1), task("e_timed_long", "scene", 1),
+                    task("f_done", "scene", 1), task("g_copied", "scene", 1)]
+    timings = {"d_timed": {"embeddings": 10, "predictions": 50}, "e_timed_long": {"embeddings": 5, "predictions": 500},
+               "f_done": {"embeddings": 1000, "predictions": 1000}, "g_copied": {"predictions": 55},
+               "a_scene_small": {"embeddings": 10}}  # its predictions were never timed
+    left = {"f_done": (), "g_copied": ("predictions",)}
+    order = [t.name for t in task_order.longest_first(folder_order, left, timings)]
+    assert order == ["c_event", "b_scene_big", "a_scene_small", "e_timed_long", "d_timed", "g_copied", "f_done"]
+    line = task_order.describe_order(task_order.longest_first(folder_order, left, timings), left, timings)
+    assert "c_event (never timed)" in line and "e_timed_long ~505 s" in line and "g_copied ~55 s" in line
 
 
 # ---------------------------------------------------------------- linear probe on saved embeddings

@@ -400,6 +400,13 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def _dead(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] in ("Z", "X")
@@ -468,10 +475,12 @@ def test_eval_killed_mid_embeddings_and_mid_predictions_scores_as_uninterrupted(
 
 @pytest.mark.slow
 def test_eval_ctrl_c_with_parallel_jobs_stops_every_runner_and_resumes(tmp_path):
-    """--jobs 2: Ctrl-C (SIGINT to the driver alone, as from another shell)
-    while both tasks' runners run stops the driver within seconds, kills both
-    runners, starts nothing more and reports no task as failed; a rerun
-    finishes both tasks."""
+    """--jobs 2: Ctrl-C in a terminal (SIGINT to the driver's whole process
+    group) while both tasks' runners run stops the driver within seconds,
+    kills both runners, starts nothing more and reports no task as failed; a
+    rerun finishes both tasks. The runners sit in process groups of their
+    own, so the driver alone decides how they stop: Lightning would swallow
+    the interrupt and score a half-trained predictor."""
     import _tiny_hear
 
     root = tmp_path / "tasks"
@@ -482,11 +491,16 @@ def test_eval_ctrl_c_with_parallel_jobs_stops_every_runner_and_resumes(tmp_path)
     cmd = _driver(root, tmp_path / "out", "--jobs", "2")
     log = tmp_path / "driver.out"
     with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, process_group=0)
     try:
-        assert _wait_for(lambda: len(_children(proc.pid)) == 2, proc, timeout=300), log.read_text()
+        def started() -> bool:  # both runners forked and exec'd (a child joins its own group just before exec)
+            children = _children(proc.pid)
+            return len(children) == 2 and all(_cmdline(c) not in (b"", _cmdline(proc.pid)) for c in children)
+
+        assert _wait_for(started, proc, timeout=300), log.read_text()
         runners = _children(proc.pid)
-        os.kill(proc.pid, signal.SIGINT)
+        assert all(os.getpgid(r) not in (proc.pid, os.getpgid(0)) for r in runners), "runner in a shared group"
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
