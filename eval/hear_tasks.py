@@ -64,8 +64,13 @@ def _normalise_group(group: str) -> str:
 
 
 def read_metadata(task_dir: Path) -> dict:
-    path = Path(task_dir) / "task_metadata.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """The task's metadata; {} when missing or unreadable, so that ordering
+    and grouping go on and eval/task_check.py names the broken file."""
+    try:
+        value = json.loads((Path(task_dir) / "task_metadata.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def paper_key(folder: str) -> str | None:

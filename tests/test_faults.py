@@ -386,6 +386,21 @@ def test_task_check_names_the_file(eval_tasks):
         assert problems and any(str(bad_file) in p for p in problems), (how, problems)
 
 
+@pytest.mark.parametrize("metadata", ['{"embedding_type": "sce', "[1, 2]", b"\xff\xfe{"])
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_eval_corrupt_task_metadata_is_named_and_the_driver_goes_on(tmp_path, metadata, jobs):
+    """A task_metadata.json that is cut short, not an object or not UTF-8
+    used to stop the driver with a JSONDecodeError while it sorted the tasks;
+    now that task fails by name and the run ends with exit status 1."""
+    bad = tmp_path / "tasks" / "bad-v1.0-full" / "task_metadata.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(metadata if isinstance(metadata, bytes) else metadata.encode())
+    run = subprocess.run(_driver(tmp_path / "tasks", tmp_path / "out", "--jobs", jobs), capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stdout + run.stderr
+    assert f"INVALID task folder, skipped: {bad}" in run.stdout and "FAILED: bad-v1.0-full" in run.stdout, run.stdout
+
+
 def _driver(tasks: Path, results: Path, *extra: str) -> list[str]:
     return [sys.executable, str(EVAL / "run.py"), "--tasks-dir", str(tasks), "--module", "hearbaseline_naive",
             "--tag", "naive", "--grid", "faster", "--grid-points", "1", "--results-dir", str(results), *extra]
