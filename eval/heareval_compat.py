@@ -51,6 +51,9 @@ import sys
 from typing import Any, Callable
 
 _PATCHED = "_hear_abt_best_epoch_fix"
+# Lightning's seed_everything swaps a seed outside [0, 2**32 - 1] for a random one with only a
+# warning, so such a seed would be recorded but not used: it is refused instead.
+MAX_SEED = 2**32 - 1
 _ORIGINAL_SEEDER = "_hear_abt_original_seed_everything"
 
 
@@ -116,8 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
         apply()
         if argv[:1] == ["--predictor-seed"]:
-            if len(argv) < 2 or not argv[1].lstrip("-").isdigit():
-                sys.exit("--predictor-seed takes an integer")
+            if len(argv) < 2 or not (argv[1].isdigit() and int(argv[1]) <= MAX_SEED):
+                sys.exit(f"--predictor-seed takes an integer from 0 to {MAX_SEED}")
             seed_predictions(int(argv[1]))
             argv = argv[2:]
         from heareval.predictions import runner

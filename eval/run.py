@@ -62,6 +62,7 @@ EVAL_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(EVAL_DIR))
 
 from hear_tasks import find_tasks, read_metadata, task_group  # noqa: E402
+from heareval_compat import MAX_SEED  # noqa: E402
 from scores import collect, write_scores  # noqa: E402
 from task_check import check_task, describe  # noqa: E402
 from task_fingerprint import file_sha256, task_fingerprint  # noqa: E402
@@ -97,8 +98,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     how.add_argument("--gpu", action="store_true", help="embed and train on GPU 0 (default: CPU)")
     how.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where <tag>/ goes (default: eval/results)")
     args = p.parse_args(argv)
-    if not isinstance(json.loads(args.model_options), dict):
+    try:
+        options = json.loads(args.model_options)
+    except ValueError as e:
+        p.error(f"--model-options is not JSON: {e}")
+    if not isinstance(options, dict):
         p.error("--model-options must be a JSON object")
+    for flag, tag in (("--tag", args.tag), ("--embeddings-from", args.embeddings_from)):
+        if tag is not None and (tag in ("", ".", "..") or "/" in tag or os.sep in tag):
+            p.error(f"{flag} must be a plain name (a folder under --results-dir), got {tag!r}")
+    if args.results_dir.exists() and not args.results_dir.is_dir():
+        p.error(f"--results-dir {args.results_dir} is not a folder")
+    if args.grid_points < 1:
+        p.error(f"--grid-points must be at least 1, got {args.grid_points}")
+    if not 0 <= args.predictor_seed <= MAX_SEED:
+        p.error(f"--predictor-seed must be from 0 to {MAX_SEED} (Lightning would swap it for a random seed), "
+                f"got {args.predictor_seed}")
     if not args.tasks_dir.is_dir():
         p.error(f"--tasks-dir {args.tasks_dir} is not a folder")
     if args.model is not None and not args.model.is_file():

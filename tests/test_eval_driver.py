@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hear_tasks  # noqa: E402
 import leaderboard  # noqa: E402
+import run as eval_run  # noqa: E402
 import scores  # noqa: E402
 import task_order  # noqa: E402
 
@@ -105,10 +106,11 @@ def test_predictor_seed_replaces_herevals_fixed_seed(monkeypatch):
     assert drawn == random.random()
 
 
-def test_compat_launcher_rejects_a_predictor_seed_that_is_not_an_integer(tmp_path):
-    r = subprocess.run([sys.executable, str(EVAL / "heareval_compat.py"), "predictions", "--predictor-seed", "x",
+@pytest.mark.parametrize("seed", ["x", "-1", str(2**32)])  # out of range: Lightning would swap it for a random one
+def test_compat_launcher_rejects_a_predictor_seed_that_is_not_a_usable_integer(tmp_path, seed):
+    r = subprocess.run([sys.executable, str(EVAL / "heareval_compat.py"), "predictions", "--predictor-seed", seed,
                         str(tmp_path)], env=_env(), cwd=tmp_path, capture_output=True, text=True)
-    assert r.returncode != 0 and "--predictor-seed takes an integer" in r.stderr
+    assert r.returncode != 0 and "--predictor-seed takes an integer from 0 to 4294967295" in r.stderr
 
 
 @pytest.fixture(scope="session")
@@ -395,6 +397,38 @@ def test_driver_on_the_small_minihear_suite(minihear_small, rand_ckpt, tmp_path)
     assert leaderboard.main(["--results-dir", str(tmp_path), "--random-tag", "random"]) == 0
     board = (tmp_path / "leaderboard.md").read_text()
     assert re.search(r"^\| random \|.*\d\.\d{3}", board, re.M), board
+
+
+# ---------------------------------------------------------------- driver options
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model-options", "{bad"], "--model-options is not JSON"),
+    (["--model-options", "[1]"], "--model-options must be a JSON object"),
+    (["--tag", "../../elsewhere"], "--tag must be a plain name"),
+    (["--tag", "a/b"], "--tag must be a plain name"),
+    (["--tag", ""], "--tag must be a plain name"),
+    (["--embeddings-from", ".."], "--embeddings-from must be a plain name"),
+    (["--grid-points", "0"], "--grid-points must be at least 1"),
+    (["--predictor-seed", "-1"], "--predictor-seed must be from 0 to 4294967295"),
+    (["--predictor-seed", str(2**32)], "--predictor-seed must be from 0 to 4294967295"),
+    (["--jobs", "0"], "--jobs must be at least 1"),
+])
+def test_driver_refuses_bad_options_by_name(tmp_path, capsys, extra, message):
+    """Each used to end in a traceback or to write or seed something else than asked: a tag
+    with a path escaped the results folder, and Lightning swaps a seed out of range for a
+    random one with only a warning."""
+    argv = ["--tasks-dir", str(tmp_path), "--tag", "t", "--results-dir", str(tmp_path / "out"), *extra]
+    with pytest.raises(SystemExit) as e:
+        eval_run.parse_args(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_driver_refuses_a_results_dir_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(SystemExit):
+        eval_run.parse_args(["--tasks-dir", str(tmp_path), "--tag", "t", "--results-dir", str(tmp_path / "f")])
+    assert "is not a folder" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- --jobs: longest task first
