@@ -2,9 +2,10 @@
 
 With N tasks at a time a run ends when its last task ends. In folder order a
 long task that happens to come late (the mini DCASE onset task's predictor
-takes ten times as long as a scene task's) runs alone on cores / N threads
-while the other workers have nothing left. Starting the longest first
-(Graham's LPT rule) keeps the run within 4/3 of the best schedule.
+takes more than ten times as long as a scene task's, and event tasks sort
+last) runs alone on cores / N threads while the other workers have nothing
+left. Starting the longest first (Graham's LPT rule) keeps the run within
+4/3 of the best schedule when the times are right.
 
 A task's expected time is what is left of it: its embeddings (unless done
 or copied from another tag) plus its predictions (unless done). Each is the
