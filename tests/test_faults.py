@@ -506,7 +506,10 @@ def test_eval_ctrl_c_with_parallel_jobs_stops_every_runner_and_resumes(tmp_path)
     cmd = _driver(root, tmp_path / "out", "--jobs", "2")
     log = tmp_path / "driver.out"
     with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, process_group=0)
+        # SIG_DFL: a shell that runs the suite in the background (`cmd &`) hands it SIGINT ignored, and
+        # Python then never raises KeyboardInterrupt; a terminal's foreground job has the default
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, process_group=0,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         def started() -> bool:  # both runners forked and exec'd (a child joins its own group just before exec)
             children = _children(proc.pid)
