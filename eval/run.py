@@ -210,13 +210,17 @@ _EMBEDDING_FILES = ("*.embeddings.npy", "*.embedding-dimensions.json", "*.target
 _DONE = ".done.embeddings"
 
 
+def _embedded(emb_dir: Path | None) -> bool:
+    return emb_dir is not None and (emb_dir / _DONE).exists()
+
+
 def _predicted(emb_dir: Path) -> bool:
     return (emb_dir / "prediction-done.json").exists() and (emb_dir / "test.predicted-scores.json").exists()
 
 
 def _stages_left(emb_root: Path, task: str, shared: dict[str, Path]) -> tuple[str, ...]:
     emb_dir = _embedding_dir(emb_root, task)
-    if emb_dir is not None and (emb_dir / _DONE).exists():
+    if _embedded(emb_dir):
         return () if _predicted(emb_dir) else ("predictions",)
     return ("predictions",) if task in shared else STAGES
 
@@ -249,7 +253,7 @@ class SharedEmbeddings:
         found = {}
         for task in tasks:
             src = _embedding_dir(self.root / "work" / "embeddings", task)
-            if src is None or not (src / _DONE).exists():
+            if not _embedded(src):
                 continue
             if self.fingerprints.get(task) != fingerprints[task]:
                 sys.exit(f"--embeddings-from {self.tag}: its {task} was embedded from another build of the task "
@@ -380,7 +384,7 @@ def run(args: argparse.Namespace) -> int:
                 running.discard(name)
 
         emb_dir = _embedding_dir(emb_root, name)
-        embedded = emb_dir is not None and (emb_dir / _DONE).exists()
+        embedded = _embedded(emb_dir)
         problems = [] if embedded else check_task(task_dir)
         if problems:
             print(f"[{i}/{len(tasks)}] {name}: INVALID task folder, skipped: {describe(problems)}", flush=True)
