@@ -23,6 +23,7 @@ from conftest import EXAMPLE
 from test_faults import _fake_state
 
 from hear_abt.train import loop
+from hear_abt.train import state as train_state
 from hear_abt.train.config import TrainConfig
 from hear_abt.train.data import MelCache
 
@@ -303,7 +304,7 @@ def test_load_state_digest_and_run_id(tmp_path):
 
 def test_write_state_rotates_and_keeps_a_digest(tmp_path, monkeypatch):
     synced = []
-    monkeypatch.setattr(loop, "fsync_dir", synced.append)
+    monkeypatch.setattr(train_state, "fsync_dir", synced.append)
     run = tmp_path / "run"
     run.mkdir()
     assert loop.write_state(_fake_state(5, 1), run) == run / "state.pt"
@@ -665,7 +666,7 @@ def test_states_at_ckpt_every_stop_at_and_resume(make, monkeypatch):
 
 
 def test_run_folder_setup(make, monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger=LOGGER)
+    caplog.set_level(logging.INFO, logger="hear_abt.train")  # the loop and the run-folder state
     cfg = make(steps=2)
     run = Path(cfg.run_dir)
     run.mkdir()

@@ -12,19 +12,15 @@ process draws the augmentation parameters of the whole global batch and uses
 its slice; the Mixup bank is fed the all-gathered global batch so it is the
 same on every process; BatchNorms and the loss see the global batch. Hence 1
 process and N processes compute the same thing up to float summation order.
+
+The run folder's state files live in state.py, log.csv and the plots in
+runlog.py, the encoder's import and export in encoder_io.py.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import math
-import os
-import sys
 import time
-import uuid
-import zipfile
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -32,14 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import (
-    atomic_torch_save,
-    content_digest,
-    fsync_dir,
-    make_checkpoint,
-    save_checkpoint,
-    torch_load_untrusted,
-)
+from ..checkpoint import content_digest, fsync_dir
 from ..encoders import build_encoder
 from . import distributed as D
 from .augment import ABTAugment, MixupBank, RandomLinearFader, RandomResizeCrop, slice_params
@@ -55,297 +44,53 @@ from .data import (
     list_audio,
     open_or_build_cache,
 )
+from .encoder_io import export_encoder, load_init
 from .optim import build_optimizer, encoder_factor, lr_factor, set_lr
+from .runlog import LOG_FIELDS, RunLog, complete_row
+from .state import (
+    RESUMABLE_OVERRIDES,
+    RUN_ID_NAME,
+    STATE_FORMAT,
+    STATE_NAMES,
+    STATE_VERSION,
+    StateError,
+    atomic_text,
+    clean_leftovers,
+    has_state,
+    load_newest_state,
+    load_state,
+    prepare_run_dir,
+    read_run_id,
+    resolve_resume_config,
+    resume_point,
+    state_path,
+    state_paths,
+    write_state,
+)
+
+# The names this module has always offered, for callers that import them from here.
+__all__ = [
+    "LOG_FIELDS", "RESUMABLE_OVERRIDES", "RUN_ID_NAME", "STATE_FORMAT", "STATE_NAMES", "STATE_VERSION",
+    "NonFiniteLossError", "StateError", "content_digest", "export_encoder", "fsync_dir", "has_state", "load_init",
+    "load_newest_state", "load_state", "open_cache", "read_run_id", "resolve_resume_config", "state_path",
+    "state_paths", "total_steps", "train", "write_state",
+]
+_Logger, _complete_row, _clean_leftovers, _atomic_text = RunLog, complete_row, clean_leftovers, atomic_text
 
 log = logging.getLogger(__name__)
-
-STATE_FORMAT = "hear-abt-train-state"
-STATE_VERSION = 1
-LOG_FIELDS = ["step", "loss", "invariance", "redundancy", "lr_factor", "samples_per_s", "bad_steps", "wall_s"]
-# Keys that may differ when resuming (they do not change what is computed).
-RESUMABLE_OVERRIDES = {"steps", "epochs", "device", "log_every", "plot_every", "ckpt_every", "max_bad_steps", "workers", "run_dir", "data", "cache_dir",
-                       "probe_tasks", "probe_every"}
 
 
 class NonFiniteLossError(RuntimeError):
     pass
 
 
-class StateError(ValueError):
-    """A training-state file that cannot be trusted (truncated, corrupt, another run's)."""
-
-
-STATE_NAMES = ("state.pt", "state.prev.pt")  # the newest state, and the one before it
-RUN_ID_NAME = "run_id"
-
-
-def state_path(run_dir: str | Path) -> Path:
-    """The newest training state of a run (the one before it is state.prev.pt)."""
-    return Path(run_dir) / STATE_NAMES[0]
-
-
-def state_paths(run_dir: str | Path) -> list[Path]:
-    """Every state file a run keeps, newest first."""
-    return [Path(run_dir) / n for n in STATE_NAMES]
-
-
-def has_state(run_dir: str | Path) -> bool:
-    return any(p.exists() for p in state_paths(run_dir))
-
-
-def read_run_id(run_dir: str | Path) -> str | None:
-    p = Path(run_dir) / RUN_ID_NAME
-    return p.read_text(encoding="utf-8").strip() or None if p.is_file() else None
-
-
-def load_state(path: str | Path, run_id: str | None = None) -> dict[str, Any]:
-    """Read and check one state file; StateError (naming the file) when it is
-    cut short, has bytes changed on disk, or belongs to another run."""
-    path = Path(path)
-    if not path.is_file():
-        raise StateError(f"{path}: no such file")
-    if not zipfile.is_zipfile(path):
-        raise StateError(f"{path} is truncated or corrupt (not a complete torch.save archive, {path.stat().st_size} bytes)")
-    try:
-        state = torch_load_untrusted(path)
-    except Exception as e:  # noqa: BLE001 - any failure to read means a bad file
-        msg = str(e).strip().splitlines()[-1] if str(e).strip() else ""
-        raise StateError(f"{path} is corrupt and cannot be read: {type(e).__name__}: {msg[:300]}") from None
-    if not (isinstance(state, dict) and state.get("format") == STATE_FORMAT):
-        raise StateError(f"{path} is not a hear-abt training state")
-    if state.get("version") != STATE_VERSION:
-        raise StateError(f"{path}: training-state version {state.get('version')} (this hear-abt reads {STATE_VERSION})")
-    digest = state.pop("digest", None)
-    if digest is not None and content_digest(state) != digest:
-        raise StateError(f"{path} is corrupt: its contents do not match the digest stored when it was written "
-                         "(bytes changed on disk)")
-    if run_id is not None and state.get("run_id") not in (None, run_id):
-        raise StateError(f"{path} belongs to another run (run id {state.get('run_id')}; "
-                         f"this run folder's {RUN_ID_NAME} file says {run_id})")
-    return state
-
-
-def load_newest_state(run_dir: str | Path, quarantine: bool = False) -> tuple[dict[str, Any], Path] | None:
-    """The newest state of the run that validates, and its path; None when the
-    run has no state file at all. Files that fail are named in a warning and,
-    with quarantine=True, renamed to `<name>.bad-<time>` so that the next save
-    cannot rotate them over the good one. When every state file fails it
-    stops with their errors: never a silent restart from step 0."""
-    run_id = read_run_id(run_dir)
-    bad: list[tuple[Path, str]] = []
-    found = None
-    for p in state_paths(run_dir):
-        if not p.exists():
-            continue
-        try:
-            found = (load_state(p, run_id), p)
-            break
-        except StateError as e:
-            bad.append((p, str(e)))
-    if found is None and not bad:
-        return None
-    if found is None:
-        raise SystemExit("no usable training state in {}:\n  {}\nMove these files away to start the run again from "
-                         "step 0, or resume another copy.".format(run_dir, "\n  ".join(m for _, m in bad)))
-    for p, msg in bad:
-        aside = p.with_name(f"{p.name}.bad-{time.strftime('%Y%m%dT%H%M%S')}") if quarantine else None
-        if aside is not None:
-            os.replace(p, aside)
-        warning = f"{msg}; resuming from {found[1]} (step {found[0]['step']}) instead" + (f"; moved the bad file to {aside}" if aside else "")
-        log.warning(warning)
-        print(f"WARNING: {warning}", file=sys.stderr, flush=True)
-    return found
-
-
-def write_state(state: dict[str, Any], run_dir: str | Path) -> Path:
-    """Save a training state, keeping the previous one: the new state is written
-    completely (temporary file, fsync), then state.pt becomes state.prev.pt (a
-    hard link, so state.pt never goes missing) and the new file is renamed to
-    state.pt. A kill or a full disk at any moment leaves the earlier states
-    intact, and the digest inside lets a reader detect later corruption."""
-    cur, prev = state_paths(run_dir)
-    state = {**state, "digest": content_digest(state)}
-    tmp = cur.with_name(".state.pt.new")
-    atomic_torch_save(state, tmp)
-    if cur.exists():
-        link_tmp = prev.with_name(".state.prev.pt.link")
-        link_tmp.unlink(missing_ok=True)
-        try:
-            os.link(cur, link_tmp)
-            os.replace(link_tmp, prev)
-        except OSError:  # no hard links on this filesystem: a brief moment without state.pt
-            os.replace(cur, prev)
-    os.replace(tmp, cur)
-    fsync_dir(cur.parent)
-    return cur
-
-
-def _clean_leftovers(run_dir: Path) -> None:
-    """Remove temporary files an earlier killed process left behind."""
-    for pattern in ("..state.pt.new.*.tmp", ".state.pt.new", ".state.prev.pt.link", ".encoder.pt.*.tmp", ".log.csv.tmp", ".config.json.tmp"):
-        for p in run_dir.glob(pattern):
-            p.unlink(missing_ok=True)
-
-
-def resolve_resume_config(saved: dict, given: TrainConfig, given_keys: set[str]) -> TrainConfig:
-    """The saved config, with the command line's changes to harmless keys;
-    changes to anything that alters the computation are refused."""
-    cfg = TrainConfig.from_dict(saved)
-    changes = {k: getattr(given, k) for k in given_keys}
-    bad = sorted(k for k, v in changes.items() if k not in RESUMABLE_OVERRIDES and v != saved.get(k))
-    if bad:
-        raise SystemExit(
-            f"--resume: {bad} differ from the saved run's config; resuming must not change them "
-            f"(start a new --run-dir instead). Changeable on resume: {sorted(RESUMABLE_OVERRIDES)}"
-        )
-    return cfg.replace({k: v for k, v in changes.items() if k in RESUMABLE_OVERRIDES})
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)
-
-
 def total_steps(cfg: TrainConfig, n_clips: int) -> int:
     return cfg.steps if cfg.steps > 0 else max(1, int(cfg.epochs * (n_clips // cfg.batch_size)))
-
-
-def load_init(cfg: TrainConfig) -> dict[str, Any]:
-    """The checkpoint named by cfg.init_from, checked against the run's encoder
-    and mel settings; a clear SystemExit when it cannot start this run."""
-    from ..checkpoint import CheckpointError, load_checkpoint
-
-    try:
-        ckpt = load_checkpoint(cfg.init_from)
-    except (FileNotFoundError, CheckpointError) as e:
-        raise SystemExit(f"init_from: {e}") from None
-    enc = ckpt["encoder"]
-    if (enc["name"], dict(enc["kwargs"])) != (cfg.encoder, dict(cfg.encoder_kwargs)):
-        raise SystemExit(f"init_from {cfg.init_from} holds encoder {enc['name']} {dict(enc['kwargs'])}, the run asks for "
-                         f"{cfg.encoder} {dict(cfg.encoder_kwargs)}: set --encoder / encoder_kwargs to match")
-    if dict(ckpt["mel"]) != dict(cfg.mel):
-        raise SystemExit(f"init_from {cfg.init_from} was trained on log-mels {dict(ckpt['mel'])}, the run's are {dict(cfg.mel)}")
-    return ckpt
-
-
-def export_encoder(state: dict, path: str | Path, half: bool = False) -> Path:
-    """Write the encoder of a training state as a HEAR checkpoint (DESIGN §8).
-    half=True stores the weights as fp16: half the file, for shipping; they
-    load back as fp32."""
-    cfg = TrainConfig.from_dict(state["config"])
-    enc = {k[len("encoder."):]: v.contiguous() for k, v in state["model"].items() if k.startswith("encoder.")}
-    ckpt = make_checkpoint(
-        encoder_name=cfg.encoder,
-        encoder_kwargs=cfg.encoder_kwargs,
-        mel=cfg.mel,
-        norm_stats=tuple(state["norm_stats"]),
-        state_dict=enc,
-        train_config=cfg.to_dict(),
-        step=state["step"],
-        provenance={"kind": "abt-pretrained", "data": cfg.data, "n_clips": state.get("n_clips"),
-                    "norm_stats_source": f"copied from the init_from checkpoint {cfg.init_from}" if cfg.init_from else "the training log-mel cache"},
-        half=half,
-    )
-    save_checkpoint(ckpt, path)
-    return Path(path)
 
 
 def _amp_context(cfg: TrainConfig, device: torch.device):
     use = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
     return torch.autocast(device.type, dtype=torch.bfloat16) if use else nullcontext()
-
-
-def _complete_row(r: dict) -> bool:
-    """False for a row cut short by a kill: a training row ends with wall_s, a
-    probe-only row (step 0) with the probe's columns."""
-    if None in r or None in r.values() or not (r.get("step") or "").isdigit():
-        return False
-    return r.get("wall_s") not in (None, "") or r.get("probe_mean") not in (None, "")
-
-
-class _Logger:
-    """CSV (+ TensorBoard when installed) on the main process; PNG plots.
-
-    extra_fields: the probe's columns (probe_<task>..., probe_mean, probe_s);
-    rows without a probe value leave them empty, as rows of a probe-only
-    step (step 0) leave the loss columns empty."""
-
-    def __init__(self, run_dir: Path, start_step: int, extra_fields: list[str] | None = None):
-        self.run_dir, self.path = run_dir, run_dir / "log.csv"
-        self.fields = LOG_FIELDS + list(extra_fields or [])
-        rows = []
-        if self.path.exists():  # drop rows logged after the state we resume from, and any cut short by a kill
-            with self.path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if _complete_row(r) and int(r["step"]) <= start_step]
-        text = io.StringIO(newline="")
-        w = csv.DictWriter(text, self.fields, extrasaction="ignore")  # columns of an earlier probe are dropped
-        w.writeheader()
-        w.writerows(rows)
-        _atomic_text(self.path, text.getvalue())
-        self.history = [(int(r["step"]), float(r["loss"])) for r in rows if r.get("loss")]
-        self.probe_cols = [c for c in self.fields if c.startswith("probe_") and c != "probe_s"]
-        self.probe_history = [(int(r["step"]), {c: float(r[c]) for c in self.probe_cols})
-                              for r in rows if all(r.get(c) for c in self.probe_cols) and self.probe_cols]
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1)
-        except ImportError:
-            self.tb = None
-
-    def row(self, values: dict) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, self.fields).writerow({k: values.get(k, "") for k in self.fields})
-        if "loss" in values and math.isfinite(values["loss"]):
-            self.history.append((values["step"], values["loss"]))
-        if self.probe_cols and "probe_mean" in values:
-            self.probe_history.append((values["step"], {c: values[c] for c in self.probe_cols}))
-        if self.tb is not None:
-            for k in ("loss", "invariance", "redundancy", "lr_factor", "samples_per_s", *self.probe_cols):
-                if k in values:
-                    self.tb.add_scalar(f"{'probe' if k.startswith('probe_') else 'train'}/{k}", values[k], values["step"])
-
-    def plots(self, c: torch.Tensor | None, step: int) -> None:
-        try:
-            from matplotlib.backends.backend_agg import FigureCanvasAgg
-            from matplotlib.figure import Figure
-        except ImportError:
-            log.warning("matplotlib is not installed: no plots (pip install matplotlib)")
-            return
-        out = self.run_dir / "plots"
-        out.mkdir(exist_ok=True)
-        if self.history or self.probe_history:  # the loss, and beside it the probe's accuracy
-            fig = Figure(figsize=(11 if self.probe_history else 6, 4))
-            ax = fig.add_subplot(1, 2 if self.probe_history else 1, 1)
-            if self.history:
-                s, l = zip(*self.history)
-                ax.plot(s, l)
-            ax.set(xlabel="step", ylabel="Barlow Twins loss", title=f"loss to step {step}")
-            ax.grid(alpha=0.3)
-            if self.probe_history:
-                ax = fig.add_subplot(1, 2, 2)
-                s = [h[0] for h in self.probe_history]
-                for col in self.probe_cols:
-                    ax.plot(s, [h[1][col] for h in self.probe_history], marker=".",
-                            lw=2.5 if col == "probe_mean" else 1, label=col[len("probe_"):])
-                ax.set(xlabel="step", ylabel="probe accuracy (test)", title="online linear probe")
-                ax.grid(alpha=0.3)
-                ax.legend(fontsize=8)
-            fig.tight_layout()
-            FigureCanvasAgg(fig).print_png(str(out / "loss.png"))
-        if c is not None:
-            fig = Figure(figsize=(5, 4.5))
-            ax = fig.add_subplot()
-            k = min(128, c.shape[0])
-            im = ax.imshow(c[:k, :k].float().cpu().numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
-            fig.colorbar(im)
-            ax.set_title(f"cross-correlation C[:{k}, :{k}], step {step}", fontsize=10)
-            FigureCanvasAgg(fig).print_png(str(out / "xcorr.png"))
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
 
 
 def open_cache(cfg: TrainConfig, ctx: D.DistContext) -> MelCache:
@@ -370,6 +115,252 @@ def open_cache(cfg: TrainConfig, ctx: D.DistContext) -> MelCache:
     return cache
 
 
+def _norm_stats(cache: MelCache, state: dict | None, init: dict | None) -> tuple[float, float]:
+    """The input normalisation the weights were trained with: a resumed run's
+    own, an --init-from run's from its checkpoint, else the cache's."""
+    if state is not None:
+        return tuple(float(v) for v in state["norm_stats"])
+    if init is not None:
+        return tuple(float(v) for v in init["norm_stats"])
+    return cache.norm_stats
+
+
+def _build_model(cfg: TrainConfig, ctx: D.DistContext, init: dict | None) -> tuple[BarlowTwinsModel, torch.optim.Optimizer, ABTAugment]:
+    """The model (seeded, on the device), its optimiser and the augmentation."""
+    torch.manual_seed(derive_seed(cfg.seed, "init"))
+    model = BarlowTwinsModel(build_encoder(cfg.encoder, **cfg.encoder_kwargs), cfg.projector)
+    if init is not None:
+        model.encoder.load_state_dict(init["state_dict"], strict=True)
+    if ctx.distributed:
+        model = D.convert_batchnorm(model, ctx.device)
+    model = model.to(ctx.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    aug = ABTAugment(
+        MixupBank(cfg.mixup_ratio, cfg.mixup_bank),
+        RandomResizeCrop(cfg.rrc_virtual_crop, cfg.rrc_freq_scale, cfg.rrc_time_scale),
+        RandomLinearFader(cfg.fader_gain),
+    )
+    return model, build_optimizer(model, cfg), aug
+
+
+class _Timer:
+    """Training throughput in samples/s, over steps 3.. (the first two warm up)
+    unless the run is that short; the probe's time is not training time."""
+
+    def __init__(self, batch_size: int, n_steps: int):
+        self.batch_size, self.n_steps = batch_size, n_steps
+        self.steps, self.seconds, self.sps = 0, 0.0, float("nan")
+        self.start = self.last = time.perf_counter()
+
+    def restart(self) -> None:
+        self.last = time.perf_counter()
+
+    def step_done(self, step: int) -> float:
+        now = time.perf_counter()
+        if step > 2 or self.n_steps <= 2:
+            self.steps, self.seconds = self.steps + 1, self.seconds + (now - self.last)
+        self.last = now
+        self.sps = self.batch_size * self.steps / self.seconds if self.seconds > 0 else float("nan")
+        return now
+
+
+class _Run:
+    """One call of train(): what its steps share, and the counters they move."""
+
+    def __init__(self, cfg: TrainConfig, ctx: D.DistContext, cache: MelCache, state: dict | None, init: dict | None):
+        self.cfg, self.ctx, self.cache, self.run_dir = cfg, ctx, cache, Path(cfg.run_dir)
+        self.mean, self.std = _norm_stats(cache, state, init)
+        self.n_steps = total_steps(cfg, len(cache))
+        self.per_epoch = len(cache) // cfg.batch_size
+        if self.per_epoch == 0:
+            raise SystemExit(f"only {len(cache)} usable clips for batch_size {cfg.batch_size}; add audio or lower batch_size")
+        self.warmup = int(round(cfg.warmup_epochs * self.per_epoch))
+        if cfg.batch_size % ctx.world_size:
+            raise SystemExit(f"batch_size {cfg.batch_size} must divide evenly over {ctx.world_size} processes")
+        self.local_b = cfg.batch_size // ctx.world_size
+        self.lo, self.hi = ctx.rank * self.local_b, (ctx.rank + 1) * self.local_b
+        self.model, self.opt, self.aug = _build_model(cfg, ctx, init)
+        self.step, self.bad_total, self.bad_run = 0, 0, 0
+        if state is not None:
+            self.model.load_state_dict(state["model"], strict=True)
+            self.opt.load_state_dict(state["optimizer"])
+            self.aug.mixup.load_state(state["mixup"], ctx.device)
+            self.step, self.bad_total, self.bad_run = state["step"], state["bad_steps_total"], state["bad_steps_run"]
+        self.net: nn.Module = self.model
+        if ctx.distributed:
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+        self.loss_fn = BarlowTwinsLoss(cfg.lambd, distributed=ctx.distributed)
+        self.model.train()
+        # What a forward pass changes in place (BatchNorm running statistics): put
+        # back when a step is skipped, so a non-finite step leaves no trace.
+        self.buffers = [b for b in self.model.buffers() if b is not None]
+        self.logger: RunLog | None = None
+        self.probe = None
+        self.run_id = state.get("run_id") if state is not None else None
+        self.saved_step = self.step if state is not None else None
+
+    def open_outputs(self) -> None:
+        """On the main process: the online probe, the run folder and its log.
+        The probe touches no collective and no training state."""
+        if not self.ctx.is_main:
+            return
+        cfg = self.cfg
+        if cfg.probe_tasks:
+            from .probe import OnlineProbe
+
+            self.probe = OnlineProbe(cfg.probe_tasks, self.model.encoder, cfg.encoder, cfg.encoder_kwargs, cfg.mel_config,
+                                     (self.mean, self.std))
+        self.run_id = prepare_run_dir(self.run_dir, cfg, self.run_id)
+        self.logger = RunLog(self.run_dir, self.step, self.probe.columns + ["probe_s"] if self.probe else None)
+        log.info("run %s: %d clips, %d steps (%d per epoch, warm-up %d), %d process(es) x %d, device %s",
+                 self.run_dir, len(self.cache), self.n_steps, self.per_epoch, self.warmup, self.ctx.world_size,
+                 self.local_b, self.ctx.device)
+
+    def save_state(self) -> None:
+        if not self.ctx.is_main or self.step == self.saved_step:  # already on disk (e.g. resumed to export)
+            return
+        try:
+            write_state(
+                {
+                    "format": STATE_FORMAT, "version": STATE_VERSION, "step": self.step, "config": self.cfg.to_dict(),
+                    "model": {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
+                    "optimizer": self.opt.state_dict(), "mixup": self.aug.mixup.state(),
+                    "bad_steps_total": self.bad_total, "bad_steps_run": self.bad_run,
+                    "norm_stats": [self.mean, self.std], "n_clips": len(self.cache), "cache": str(self.cache.folder),
+                    "run_id": self.run_id,
+                },
+                self.run_dir,
+            )
+        except OSError as e:
+            kept = [str(p) for p in state_paths(self.run_dir) if p.exists()]
+            raise SystemExit(f"could not write the training state of step {self.step} in {self.run_dir}: {e}. "
+                             f"The earlier states are intact ({', '.join(kept) or 'none saved yet'}); "
+                             "free some space and continue with --resume.") from None
+        self.saved_step = self.step
+
+    def _views(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This process's slice of the step's batch (normalised) and its two augmented views."""
+        cfg, step, lo, hi = self.cfg, self.step, self.lo, self.hi
+        idx, u = global_batch(len(self.cache), cfg.batch_size, step, cfg.seed)
+        x = self.cache.crops(idx[lo:hi], u[lo:hi], cfg.crop_frames)
+        x = ((x.to(self.ctx.device, non_blocking=True) - self.mean) / self.std)
+        g = generator_for(cfg.seed, "augment", step)
+        p1, p2 = self.aug.sample_params(cfg.batch_size, g), self.aug.sample_params(cfg.batch_size, g)
+        with torch.no_grad():
+            v1, v2 = self.aug.apply(x, slice_params(p1, lo, hi)), self.aug.apply(x, slice_params(p2, lo, hi))
+        if cfg.channels_last:
+            v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
+        return x, v1, v2
+
+    def train_step(self) -> tuple[float, dict, float]:
+        """One optimisation step; a non-finite loss skips it. Returns the loss,
+        its terms and the learning-rate factor."""
+        cfg, step = self.cfg, self.step
+        x, v1, v2 = self._views()
+        with torch.no_grad():
+            saved = [b.clone() for b in self.buffers]
+        factor = lr_factor(step, self.n_steps, self.warmup, cfg.final_lr_factor)
+        if cfg.freeze_encoder_steps:
+            set_lr(self.opt, factor, encoder_factor(step, factor, cfg.freeze_encoder_steps, self.warmup))
+        else:
+            set_lr(self.opt, factor)
+        torch.manual_seed(derive_seed(cfg.seed, "dropout", step, self.ctx.rank))
+        with _amp_context(cfg, self.ctx.device):
+            z1, z2 = self.net(v1, v2)
+        loss, terms = self.loss_fn(z1, z2)
+        self.opt.zero_grad(set_to_none=True)
+        lv = float(loss.detach())  # one sync per step: the NaN guard needs the value
+        if math.isfinite(lv):
+            loss.backward()
+            self.opt.step()
+            with torch.no_grad():  # the bank takes good batches only (for the next steps)
+                self.aug.mixup.push(D.all_gather_cat(x, self.ctx))
+            self.bad_run = 0
+        else:
+            self._skip(lv, saved)
+        return lv, terms, factor
+
+    def _skip(self, lv: float, saved: list[torch.Tensor]) -> None:
+        """The loss is global, so every process skips: weights, optimiser and
+        bank untouched, buffers put back; too many in a row stop the run."""
+        with torch.no_grad():
+            for b, v in zip(self.buffers, saved):
+                b.copy_(v)
+        self.bad_total, self.bad_run = self.bad_total + 1, self.bad_run + 1
+        if self.ctx.is_main:
+            log.warning("step %d: non-finite loss %s, step skipped (%d in a row)", self.step, lv, self.bad_run)
+        if self.bad_run >= self.cfg.max_bad_steps:
+            run_dir = self.run_dir
+            kept = (f"the last good state is {state_path(run_dir)}" if state_path(run_dir).exists()
+                    else "no state had been saved yet")
+            raise NonFiniteLossError(
+                f"{self.bad_run} non-finite losses in a row (last at step {self.step}); stopping ({kept}). "
+                f"Lower lr_weights / lr_biases, check the data (a corrupt cache: delete "
+                f"{self.cache.folder}), or try --set amp=off."
+            )
+
+    def report(self, lv: float, terms: dict, factor: float, probed: dict, wall_s: float, sps: float, bar) -> None:
+        """The step's log row and plots, when they are due (main process)."""
+        cfg, step, n = self.cfg, self.step, self.n_steps
+        if not self.ctx.is_main:
+            return
+        if step % cfg.log_every == 0 or step == n or probed:
+            bar.set_postfix(loss=f"{lv:.1f}", sps=f"{sps:.0f}")
+            self.logger.row({"step": step, "loss": lv, "invariance": float(terms["invariance"]),
+                             "redundancy": float(terms["redundancy"]), "lr_factor": factor, "samples_per_s": sps,
+                             "bad_steps": self.bad_total, "wall_s": round(wall_s, 3), **probed})
+        if cfg.plot_every > 0 and (step % cfg.plot_every == 0 or step == n):
+            self.logger.plots(terms["c"], step)
+
+    def probe_due(self) -> bool:
+        every = self.cfg.probe_every
+        return self.probe is not None and ((every > 0 and self.step % every == 0) or self.step == self.n_steps)
+
+    def fit(self, stop_at: int | None) -> dict[str, Any]:
+        """Steps until n_steps (or stop_at), saving every ckpt_every; at the end
+        the state is saved and, when the run is complete, the encoder exported."""
+        from tqdm import tqdm
+
+        # Only other ranks are silenced explicitly: an explicit disable=False would
+        # override the user's TQDM_DISABLE=1 (tqdm reads TQDM_* only for unset arguments).
+        quiet = {} if self.ctx.is_main else {"disable": True}
+        bar = tqdm(total=self.n_steps, initial=self.step, desc="train", unit="step", mininterval=1, **quiet)
+        losses: list[float] = []
+        timer, exported = _Timer(self.cfg.batch_size, self.n_steps), None
+        try:
+            if self.probe is not None and self.step == 0 and not self.logger.probe_history:  # the curve's start
+                self.logger.row({"step": 0, **self.probe()})
+                timer.restart()
+            last = self.n_steps if stop_at is None else min(self.n_steps, stop_at)
+            while self.step < last:
+                lv, terms, factor = self.train_step()
+                self.step += 1
+                losses.append(lv)
+                now = timer.step_done(self.step)
+                bar.update(1)
+                probed: dict[str, float] = {}
+                if self.probe_due():
+                    probed = self.probe()
+                    timer.restart()  # the probe's time is not training time
+                self.report(lv, terms, factor, probed, now - timer.start, timer.sps, bar)
+                if self.cfg.ckpt_every > 0 and self.step % self.cfg.ckpt_every == 0 and self.step < self.n_steps:
+                    self.save_state()
+            self.save_state()
+            if self.ctx.is_main and self.step == self.n_steps:
+                exported = export_encoder(load_state(state_path(self.run_dir), self.run_id), self.run_dir / "encoder.pt")
+                log.info("exported the encoder to %s", exported)
+        finally:
+            bar.close()
+            if self.logger is not None:
+                self.logger.close()
+        D.barrier(self.ctx)
+        return {"step": self.step, "losses": losses, "samples_per_s": timer.sps, "exported": exported,
+                "run_dir": self.run_dir, "bad_steps": self.bad_total, "cache": self.cache.folder}
+
+
 def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = None, stop_at: int | None = None) -> dict[str, Any]:
     """Train (or resume) the run in cfg.run_dir; returns a summary with the
     final step, the losses of this call, throughput and the exported checkpoint.
@@ -377,202 +368,12 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
     stop_at: save the state and return after this step, as a job with a time
     limit would (no export); a later call with resume=True continues exactly."""
     ctx = D.setup(cfg.device)
-    run_dir = Path(cfg.run_dir)
-    state = None
-    if has_state(run_dir):
-        if not resume:
-            raise SystemExit(f"{run_dir} already holds a training state: pass --resume to continue it, or pick a new --run-dir")
-        # The main process sets aside the files that fail; the others read after it.
-        found = load_newest_state(run_dir, quarantine=True) if ctx.is_main else None
-        D.barrier(ctx)
-        if not ctx.is_main:
-            found = load_newest_state(run_dir)
-        state = found[0]
-        cfg = resolve_resume_config(state["config"], cfg, given_keys or set())
-    elif resume:
-        log.info("--resume: no state in %s yet, starting from step 0", run_dir)
+    state, cfg = resume_point(cfg, ctx, resume, given_keys or set())
     init = load_init(cfg) if state is None and cfg.init_from else None  # before a long cache build
     cache = open_cache(cfg, ctx)
     if state is not None and state.get("cache") != str(cache.folder) and ctx.is_main:
         log.warning("resuming on a different log-mel cache (%s, was %s): the file list or mel settings changed, "
                     "so the data order will not replay the interrupted run", cache.folder, state.get("cache"))
-    if state is not None:  # the stats the weights were trained with (an --init-from run's are not the cache's)
-        mean, std = (float(v) for v in state["norm_stats"])
-    elif init is not None:
-        mean, std = (float(v) for v in init["norm_stats"])
-    else:
-        mean, std = cache.norm_stats
-    n_steps = total_steps(cfg, len(cache))
-    per_epoch = len(cache) // cfg.batch_size
-    if per_epoch == 0:
-        raise SystemExit(f"only {len(cache)} usable clips for batch_size {cfg.batch_size}; add audio or lower batch_size")
-    warmup = int(round(cfg.warmup_epochs * per_epoch))
-    if cfg.batch_size % ctx.world_size:
-        raise SystemExit(f"batch_size {cfg.batch_size} must divide evenly over {ctx.world_size} processes")
-    local_b = cfg.batch_size // ctx.world_size
-    lo, hi = ctx.rank * local_b, (ctx.rank + 1) * local_b
-    device = ctx.device
-
-    torch.manual_seed(derive_seed(cfg.seed, "init"))
-    model = BarlowTwinsModel(build_encoder(cfg.encoder, **cfg.encoder_kwargs), cfg.projector)
-    if init is not None:
-        model.encoder.load_state_dict(init["state_dict"], strict=True)
-    if ctx.distributed:
-        model = D.convert_batchnorm(model, device)
-    model = model.to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = build_optimizer(model, cfg)
-    aug = ABTAugment(
-        MixupBank(cfg.mixup_ratio, cfg.mixup_bank),
-        RandomResizeCrop(cfg.rrc_virtual_crop, cfg.rrc_freq_scale, cfg.rrc_time_scale),
-        RandomLinearFader(cfg.fader_gain),
-    )
-    step, bad_total, bad_run = 0, 0, 0
-    if state is not None:
-        model.load_state_dict(state["model"], strict=True)
-        opt.load_state_dict(state["optimizer"])
-        aug.mixup.load_state(state["mixup"], device)
-        step, bad_total, bad_run = state["step"], state["bad_steps_total"], state["bad_steps_run"]
-    net: nn.Module = model
-    if ctx.distributed:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        net = torch.compile(net)
-    loss_fn = BarlowTwinsLoss(cfg.lambd, distributed=ctx.distributed)
-    model.train()
-
-    logger, probe = None, None
-    run_id = state.get("run_id") if state is not None else None
-    if ctx.is_main:
-        if cfg.probe_tasks:  # main process only: it touches no collective and no training state
-            from .probe import OnlineProbe
-
-            probe = OnlineProbe(cfg.probe_tasks, model.encoder, cfg.encoder, cfg.encoder_kwargs, cfg.mel_config, (mean, std))
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _clean_leftovers(run_dir)
-        run_id = run_id or read_run_id(run_dir) or uuid.uuid4().hex
-        if read_run_id(run_dir) != run_id:
-            _atomic_text(run_dir / RUN_ID_NAME, run_id + "\n")
-        _atomic_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
-        logger = _Logger(run_dir, step, probe.columns + ["probe_s"] if probe else None)
-        log.info("run %s: %d clips, %d steps (%d per epoch, warm-up %d), %d process(es) x %d, device %s",
-                 run_dir, len(cache), n_steps, per_epoch, warmup, ctx.world_size, local_b, device)
-
-    saved_step = step if state is not None else None
-
-    def save_state() -> None:
-        nonlocal saved_step
-        if not ctx.is_main or step == saved_step:  # already on disk (e.g. resumed to export)
-            return
-        try:
-            write_state(
-                {
-                    "format": STATE_FORMAT, "version": STATE_VERSION, "step": step, "config": cfg.to_dict(),
-                    "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                    "optimizer": opt.state_dict(), "mixup": aug.mixup.state(),
-                    "bad_steps_total": bad_total, "bad_steps_run": bad_run,
-                    "norm_stats": [mean, std], "n_clips": len(cache), "cache": str(cache.folder), "run_id": run_id,
-                },
-                run_dir,
-            )
-        except OSError as e:
-            kept = [str(p) for p in state_paths(run_dir) if p.exists()]
-            raise SystemExit(f"could not write the training state of step {step} in {run_dir}: {e}. "
-                             f"The earlier states are intact ({', '.join(kept) or 'none saved yet'}); "
-                             "free some space and continue with --resume.") from None
-        saved_step = step
-
-    from tqdm import tqdm
-
-    # Only other ranks are silenced explicitly: an explicit disable=False would
-    # override the user's TQDM_DISABLE=1 (tqdm reads TQDM_* only for unset arguments).
-    quiet = {} if ctx.is_main else {"disable": True}
-    bar = tqdm(total=n_steps, initial=step, desc="train", unit="step", mininterval=1, **quiet)
-    losses: list[float] = []
-    timed_steps, timed_s, t_last = 0, 0.0, time.perf_counter()
-    t_start, sps, c_last, exported = t_last, float("nan"), None, None
-    # What a forward pass changes in place (BatchNorm running statistics): put
-    # back when a step is skipped, so a non-finite step leaves no trace.
-    buffers = [b for b in model.buffers() if b is not None]
-    try:
-        if probe is not None and step == 0 and not logger.probe_history:  # the probe curve's starting point
-            logger.row({"step": 0, **probe()})
-            t_last = time.perf_counter()
-        last = n_steps if stop_at is None else min(n_steps, stop_at)
-        while step < last:
-            idx, u = global_batch(len(cache), cfg.batch_size, step, cfg.seed)
-            x = cache.crops(idx[lo:hi], u[lo:hi], cfg.crop_frames)
-            x = ((x.to(device, non_blocking=True) - mean) / std)
-            g = generator_for(cfg.seed, "augment", step)
-            p1, p2 = aug.sample_params(cfg.batch_size, g), aug.sample_params(cfg.batch_size, g)
-            with torch.no_grad():
-                v1, v2 = aug.apply(x, slice_params(p1, lo, hi)), aug.apply(x, slice_params(p2, lo, hi))
-                saved = [b.clone() for b in buffers]
-            if cfg.channels_last:
-                v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
-            factor = lr_factor(step, n_steps, warmup, cfg.final_lr_factor)
-            if cfg.freeze_encoder_steps:
-                set_lr(opt, factor, encoder_factor(step, factor, cfg.freeze_encoder_steps, warmup))
-            else:
-                set_lr(opt, factor)
-            torch.manual_seed(derive_seed(cfg.seed, "dropout", step, ctx.rank))
-            with _amp_context(cfg, device):
-                z1, z2 = net(v1, v2)
-            loss, terms = loss_fn(z1, z2)
-            opt.zero_grad(set_to_none=True)
-            lv = float(loss.detach())  # one sync per step: the NaN guard needs the value
-            if math.isfinite(lv):
-                loss.backward()
-                opt.step()
-                with torch.no_grad():  # the bank takes good batches only (for the next steps)
-                    aug.mixup.push(D.all_gather_cat(x, ctx))
-                bad_run = 0
-            else:  # the loss is global, so every process skips: weights, optimiser and bank untouched
-                with torch.no_grad():
-                    for b, v in zip(buffers, saved):
-                        b.copy_(v)
-                bad_total, bad_run = bad_total + 1, bad_run + 1
-                if ctx.is_main:
-                    log.warning("step %d: non-finite loss %s, step skipped (%d in a row)", step, lv, bad_run)
-                if bad_run >= cfg.max_bad_steps:
-                    kept = (f"the last good state is {state_path(run_dir)}" if state_path(run_dir).exists()
-                            else "no state had been saved yet")
-                    raise NonFiniteLossError(
-                        f"{bad_run} non-finite losses in a row (last at step {step}); stopping ({kept}). "
-                        f"Lower lr_weights / lr_biases, check the data (a corrupt cache: delete "
-                        f"{cache.folder}), or try --set amp=off."
-                    )
-            step += 1
-            losses.append(lv)
-            c_last = terms["c"]
-            now = time.perf_counter()
-            if step > 2 or n_steps <= 2:  # skip warm-up steps in the throughput
-                timed_steps, timed_s = timed_steps + 1, timed_s + (now - t_last)
-            t_last = now
-            sps = cfg.batch_size * timed_steps / timed_s if timed_s > 0 else float("nan")
-            bar.update(1)
-            probed: dict[str, float] = {}
-            if probe is not None and ((cfg.probe_every > 0 and step % cfg.probe_every == 0) or step == n_steps):
-                probed = probe()
-                t_last = time.perf_counter()  # the probe's time is not training time
-            if ctx.is_main and (step % cfg.log_every == 0 or step == n_steps or probed):
-                bar.set_postfix(loss=f"{lv:.1f}", sps=f"{sps:.0f}")
-                logger.row({"step": step, "loss": lv, "invariance": float(terms["invariance"]),
-                            "redundancy": float(terms["redundancy"]), "lr_factor": factor, "samples_per_s": sps,
-                            "bad_steps": bad_total, "wall_s": round(now - t_start, 3), **probed})
-            if ctx.is_main and cfg.plot_every > 0 and (step % cfg.plot_every == 0 or step == n_steps):
-                logger.plots(c_last, step)
-            if cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0 and step < n_steps:
-                save_state()
-        save_state()
-        if ctx.is_main and step == n_steps:
-            exported = export_encoder(load_state(state_path(run_dir), run_id), run_dir / "encoder.pt")
-            log.info("exported the encoder to %s", exported)
-    finally:
-        bar.close()
-        if logger is not None:
-            logger.close()
-    D.barrier(ctx)
-    return {"step": step, "losses": losses, "samples_per_s": sps,
-            "exported": exported, "run_dir": run_dir, "bad_steps": bad_total, "cache": cache.folder}
+    run = _Run(cfg, ctx, cache, state, init)
+    run.open_outputs()
+    return run.fit(stop_at)
