@@ -4,8 +4,8 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).resolve().parent
-# One place for the version: hear_abt/__init__.py (read, not imported: importing needs torch).
-VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "hear_abt" / "__init__.py").read_text(), re.M).group(1)
+# One place for the version: hear_abt/version.py (read, not imported: importing needs torch).
+VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "hear_abt" / "version.py").read_text(), re.M).group(1)
 README = HERE / "README.md"
 
 setup(

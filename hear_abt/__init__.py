@@ -2,8 +2,7 @@
 
 The HEAR API is these three functions; everything else lives in submodules.
 """
-__version__ = "0.1.0"
-
 from .hear_api import get_scene_embeddings, get_timestamp_embeddings, load_model
+from .version import __version__
 
 __all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "__version__"]

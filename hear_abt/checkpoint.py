@@ -146,7 +146,7 @@ def make_checkpoint(
 ) -> dict[str, Any]:
     """Assemble a checkpoint dict. half=True stores floating weights as fp16
     (they are cast back to fp32 on load)."""
-    from . import __version__
+    from .version import __version__
 
     mean, std = (float(v) for v in norm_stats)
     if not (std > 0 and torch.isfinite(torch.tensor([mean, std])).all()):

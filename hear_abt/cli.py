@@ -138,8 +138,8 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
     from .encoders import ENCODERS
+    from .version import __version__
 
     p = argparse.ArgumentParser(
         prog="hear-abt",

@@ -8,10 +8,10 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .embed import window_bounds
 from .encoders import build_encoder
 from .fields import reject_unknown
 from .frontend import LogMel, MelConfig
+from .pooling import window_bounds
 
 # HEAR requires timestamps at most 50 ms apart. Encoders with coarser frames
 # (ResNets: 160-320 ms, ViT-C: 80 ms) get timestamps every 40 ms, each pooling

@@ -1,4 +1,4 @@
-"""Blocked timestamp pooling (embed.pool_windows) gives the same bits as
+"""Blocked timestamp pooling (pooling.pool_windows) gives the same bits as
 pooling the whole clip at once, the route it replaced for speed."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hear_abt import embed
+from hear_abt import embed, pooling
 
 
 def whole_clip_pool(frames: torch.Tensor, n_ts: int, before: int, after: int) -> torch.Tensor:
@@ -35,13 +35,13 @@ def test_blocked_pooling_equals_whole_clip_bit_for_bit(T, n_ts, before, after):
     g = torch.Generator().manual_seed(T)
     # features of real scale and spread: ReLU outputs over several decades
     frames = torch.randn(2, T, 96, generator=g).relu_() * torch.logspace(-3, 2, 96)
-    assert torch.equal(embed.pool_windows(frames, n_ts, before, after), whole_clip_pool(frames, n_ts, before, after))
+    assert torch.equal(pooling.pool_windows(frames, n_ts, before, after), whole_clip_pool(frames, n_ts, before, after))
 
 
 @pytest.mark.parametrize("width", [1, 2, 3, 5, 8, 24, 33])
 def test_sliding_max(width):
     x = torch.randn(100, 7, generator=torch.Generator().manual_seed(width))
-    torch.testing.assert_close(embed.sliding_max(x, width), x.unfold(0, width, 1).amax(-1), rtol=0, atol=0)
+    torch.testing.assert_close(pooling.sliding_max(x, width), x.unfold(0, width, 1).amax(-1), rtol=0, atol=0)
 
 
 def test_long_clip_timestamp_route_unchanged(model, example_wav):

@@ -1,4 +1,4 @@
-"""hear_abt/embed.py against brute-force references (written to kill mutmut's
+"""hear_abt/embed.py and hear_abt/pooling.py against brute-force references (written to kill mutmut's
 mutants; eval/mutation.py): every pooling helper on random frames, chunked
 frame features and log-mel ranges on real audio."""
 from __future__ import annotations
@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hear_abt.embed import (
-    frame_features,
-    logmel_range,
+from hear_abt.embed import frame_features, logmel_range
+from hear_abt.pooling import (
     pool_clip,
     pool_ranges,
     pool_windows,
