@@ -20,13 +20,11 @@ from typing import Any, Mapping
 
 import torch
 
+from .errors import CheckpointError  # noqa: F401 - raised here, and imported from here by callers
+
 FORMAT_NAME = "hear-abt"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "format_version", "encoder", "mel", "norm_stats", "state_dict")
-
-
-class CheckpointError(ValueError):
-    """A file that is not a usable hear-abt checkpoint."""
 
 
 def torch_load_untrusted(path: str | Path) -> Any:

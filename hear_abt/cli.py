@@ -11,6 +11,8 @@ from typing import Sequence
 
 import torch
 
+from .errors import HearAbtError
+
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif")
 
@@ -205,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, TypeError) as e:
+    except (HearAbtError, ValueError, FileNotFoundError, TypeError) as e:
         print(f"hear-abt {args.command}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     except BrokenPipeError:

@@ -29,6 +29,7 @@ import pytest
 import torch
 
 from hear_abt.checkpoint import SLOW_WRITE_ENV, content_digest
+from hear_abt.errors import TrainError
 from hear_abt.train import loop
 
 REPO = Path(__file__).resolve().parent.parent
@@ -256,7 +257,7 @@ def test_another_runs_state_is_refused(two_states, tiny_config, tmp_path):
 def test_no_valid_state_stops_instead_of_restarting(two_states):
     for p in loop.state_paths(two_states.run_dir):
         p.write_bytes(p.read_bytes()[:1000])
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(TrainError) as e:
         loop.train(two_states, resume=True)
     msg = str(e.value)
     assert "no usable training state" in msg and all(str(p) in msg for p in loop.state_paths(two_states.run_dir))
@@ -326,7 +327,7 @@ def test_disk_full_in_training_says_what_survived(tiny_config, tmp_path, monkeyp
         return real_save(state, run_dir)
 
     monkeypatch.setattr(loop, "write_state", full_on_second)
-    with pytest.raises(SystemExit, match=r"could not write the training state of step 4 .*No space left.* earlier states are intact"):
+    with pytest.raises(TrainError, match=r"could not write the training state of step 4 .*No space left.* earlier states are intact"):
         loop.train(cfg)
     monkeypatch.setattr(loop, "write_state", real_save)
     assert loop.load_state(loop.state_path(cfg.run_dir))["step"] == 2

@@ -22,6 +22,7 @@ import torch
 from conftest import EXAMPLE
 from test_faults import _fake_state
 
+from hear_abt.errors import ConfigError, DataError, TrainError
 from hear_abt.train import loop
 from hear_abt.train import state as train_state
 from hear_abt.train.config import TrainConfig
@@ -204,7 +205,7 @@ def test_resolve_resume_config():
     assert loop.resolve_resume_config(saved, same, {"lambd", "seed"}).to_dict() == saved  # unchanged values may be given
     msg = ("--resume: ['lambd', 'seed'] differ from the saved run's config; resuming must not change them "
            f"(start a new --run-dir instead). Changeable on resume: {sorted(loop.RESUMABLE_OVERRIDES)}")
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(ConfigError) as e:
         loop.resolve_resume_config(saved, given, {"seed", "steps", "lambd"})
     assert str(e.value) == msg
 
@@ -360,7 +361,7 @@ def test_load_newest_state_refuses_when_every_state_fails(tmp_path):
     (run / "state.pt").write_bytes(b"abc")
     (run / "run_id").write_text("mine\n")
     cur, prev = loop.state_paths(run)
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(TrainError) as e:
         loop.load_newest_state(run, quarantine=True)
     assert str(e.value) == (
         f"no usable training state in {run}:\n"
@@ -524,13 +525,13 @@ def test_open_cache_from_a_built_folder_and_from_audio(make, clips, tmp_path, mo
     corpus, root, folder = clips
     ctx = loop.D.setup("cpu")
     assert loop.open_cache(make(data=str(folder)), ctx).folder == folder  # a copied cache needs no audio
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(DataError) as e:
         loop.open_cache(make(data=str(folder), mel={**make().mel, "n_mels": 32}), ctx)
     assert str(e.value) == f"{folder} was built with {MelCache.open(folder).mel}, the config asks for {make(mel={**make().mel, 'n_mels': 32}).mel_config}"
     broken = tmp_path / "broken"
     shutil.copytree(folder, broken)
     (broken / "index.json").write_text("{")
-    with pytest.raises(SystemExit, match=f"^--data {re.escape(str(broken))}: {re.escape(str(broken / 'index.json'))} is corrupt: "):
+    with pytest.raises(DataError, match=f"^--data {re.escape(str(broken))}: {re.escape(str(broken / 'index.json'))} is corrupt: "):
         loop.open_cache(make(data=str(broken)), ctx)
     assert loop.open_cache(make(), ctx).folder == folder  # audio + cache_dir
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -649,7 +650,7 @@ def test_states_at_ckpt_every_stop_at_and_resume(make, monkeypatch):
     assert state["mixup"]["count"] == 8 and state["optimizer"]["state"]
     assert json.loads((run / "config.json").read_text()) == cfg.to_dict()
     assert (run / "config.json").read_text() == json.dumps(cfg.to_dict(), indent=1)
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(TrainError) as e:
         loop.train(cfg)
     assert str(e.value) == f"{run} already holds a training state: pass --resume to continue it, or pick a new --run-dir"
     second = loop.train(cfg, resume=True)
@@ -661,7 +662,7 @@ def test_states_at_ckpt_every_stop_at_and_resume(make, monkeypatch):
     longer = loop.train(make(steps=6, ckpt_every=2), resume=True, given_keys={"steps"})
     assert written == [2, 3, 4, 5, 6] and longer["step"] == 6 and len(longer["losses"]) == 1
     assert loop.load_state(loop.state_path(run))["config"]["steps"] == 6
-    with pytest.raises(SystemExit, match=r"\['lambd'\] differ from the saved run's config"):
+    with pytest.raises(ConfigError, match=r"\['lambd'\] differ from the saved run's config"):
         loop.train(make(steps=6, lambd=0.5), resume=True, given_keys={"lambd"})
 
 
@@ -678,7 +679,7 @@ def test_run_folder_setup(make, monkeypatch, caplog):
     assert (run / "run_id").read_text() == "given-id\n"
     assert sorted(p.name for p in run.iterdir()) == ["config.json", "encoder.pt", "log.csv", "run_id", "state.pt"]
     assert f"--resume: no state in {run} yet, starting from step 0" in [r.getMessage() for r in caplog.records]
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(DataError) as e:
         loop.train(make(batch_size=16, run_dir=str(run.parent / "big")))
     assert str(e.value) == "only 8 usable clips for batch_size 16; add audio or lower batch_size"
 
@@ -733,7 +734,7 @@ def test_batch_must_divide_over_the_processes(make, monkeypatch):
 
     monkeypatch.setattr(D, "setup", lambda device="auto": D.DistContext(0, 3, 0, torch.device("cpu")))
     monkeypatch.setattr(D, "barrier", lambda ctx: None)
-    with pytest.raises(SystemExit, match="^batch_size 4 must divide evenly over 3 processes$"):
+    with pytest.raises(ConfigError, match="^batch_size 4 must divide evenly over 3 processes$"):
         loop.train(make(steps=2))
 
 
@@ -924,14 +925,14 @@ def test_a_failed_state_write_stops_and_says_what_survived(make, monkeypatch):
     cfg = make(steps=4, ckpt_every=1)
     run = Path(cfg.run_dir)
     monkeypatch.setattr(loop, "write_state", full_on(1))
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(TrainError) as e:
         loop.train(cfg)
     assert str(e.value) == (f"could not write the training state of step 1 in {run}: [Errno 28] No space left on device. "
                             "The earlier states are intact (none saved yet); free some space and continue with --resume.")
     shutil.rmtree(run)
     calls.clear()
     monkeypatch.setattr(loop, "write_state", full_on(3))
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(TrainError) as e:
         loop.train(cfg)
     assert f"of step 3 in {run}: [Errno 28]" in str(e.value)
     assert f"The earlier states are intact ({run / 'state.pt'}, {run / 'state.prev.pt'}); free some" in str(e.value)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from hear_abt.errors import DataError
 from hear_abt.frontend import LogMel, MelConfig
 from hear_abt.train import data as D
 
@@ -45,7 +46,7 @@ def test_csv_manifest_relative_paths(audio_corpus, tmp_path):
     finally:
         csv.unlink()
     assert [f.rsplit("/", 1)[-1] for f in files] == ["speech_and_bell.wav", "bell.oga"]
-    with pytest.raises(SystemExit):
+    with pytest.raises(DataError):
         D.list_audio(tmp_path)  # no audio
 
 
@@ -73,7 +74,7 @@ def test_data_order_is_a_function_of_seed_and_step():
     assert len(set(torch.cat(per_epoch).tolist())) == 9  # one pass, no repeats, tail dropped
     a, b = D.global_batch(10, 3, 4, seed=1), D.global_batch(10, 3, 4, seed=1)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    with pytest.raises(SystemExit):
+    with pytest.raises(DataError):
         D.global_batch(2, 3, 0, seed=0)
 
 
@@ -97,7 +98,7 @@ def test_train_from_a_cache_folder_alone(tiny_config, mel_cache_root, tmp_path):
     (folder,) = [p for p in mel_cache_root.iterdir() if p.is_dir()]
     s = loop.train(tiny_config(data=str(folder), cache_dir="/nonexistent", steps=1))
     assert s["step"] == 1 and s["cache"] == folder
-    with pytest.raises(SystemExit, match="built with"):
+    with pytest.raises(DataError, match="built with"):
         loop.train(tiny_config(data=str(folder), steps=1, mel={**MelConfig().to_dict(), "f_max": 8000.0}, run_dir=str(tmp_path / "x")))
 
 
@@ -158,7 +159,7 @@ def test_training_on_a_damaged_cache_folder_is_refused(tiny_config, cache_copy):
 
     _, folder = cache_copy
     _damage(folder, "short data file")
-    with pytest.raises(SystemExit, match=f"{folder / 'mels.f16'} holds .* its index says"):
+    with pytest.raises(DataError, match=f"{folder / 'mels.f16'} holds .* its index says"):
         loop.train(tiny_config(data=str(folder), steps=1))
 
 

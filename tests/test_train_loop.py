@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import hear_abt
+from hear_abt.errors import ConfigError
 from hear_abt.train import loop
 from hear_abt.train.__main__ import main
 
@@ -229,18 +230,18 @@ def test_init_from_starts_from_the_checkpoint_and_keeps_its_stats(tiny_config, t
 def test_init_from_refuses_what_cannot_start_the_run(tiny_config, tmp_path):
     from hear_abt.checkpoint import load_checkpoint, save_checkpoint
 
-    with pytest.raises(SystemExit, match="init_from: checkpoint not found"):
+    with pytest.raises(ConfigError, match="init_from: checkpoint not found"):
         loop.train(tiny_config(init_from=str(tmp_path / "missing.pt")))
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(SystemExit, match="init_from: .*junk.pt is not a readable checkpoint"):
+    with pytest.raises(ConfigError, match="init_from: .*junk.pt is not a readable checkpoint"):
         loop.train(tiny_config(init_from=str(tmp_path / "junk.pt")))
     first = loop.train(tiny_config(run_dir=str(tmp_path / "a"), steps=2))
-    with pytest.raises(SystemExit, match="holds encoder audiontt .* the run asks for resnet18"):
+    with pytest.raises(ConfigError, match="holds encoder audiontt .* the run asks for resnet18"):
         loop.train(tiny_config(run_dir=str(tmp_path / "c"), init_from=str(first["exported"]), encoder="resnet18"))
     ckpt = load_checkpoint(first["exported"])
     ckpt["mel"] = {**ckpt["mel"], "n_mels": 80}
     save_checkpoint(ckpt, tmp_path / "mel80.pt")
-    with pytest.raises(SystemExit, match="trained on log-mels .*'n_mels': 80"):
+    with pytest.raises(ConfigError, match="trained on log-mels .*'n_mels': 80"):
         loop.train(tiny_config(run_dir=str(tmp_path / "d"), init_from=str(tmp_path / "mel80.pt")))
     assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()  # refused before anything was written
 

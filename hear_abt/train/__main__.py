@@ -20,6 +20,7 @@ import sys
 from typing import Any, Sequence
 
 from ..encoders import ENCODERS
+from ..errors import HearAbtError
 from .config import TrainConfig, load_config_file, parse_overrides
 
 # flag -> config key, for the options people set most.
@@ -77,6 +78,15 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, set[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict | None:
+    """Run the command; an error of the library (a bad config, unusable data,
+    no usable state) stops it with its message on stderr and exit status 1."""
+    try:
+        return _main(argv)
+    except HearAbtError as e:
+        raise SystemExit(str(e)) from None
+
+
+def _main(argv: Sequence[str] | None) -> dict | None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg, given = resolve_config(args)

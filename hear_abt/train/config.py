@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..encoders import ENCODERS
+from ..errors import ConfigError
 from ..fields import reject_unknown
 from ..frontend import MelConfig
 
@@ -193,7 +194,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         try:
             import yaml
         except ImportError:
-            raise SystemExit(f"{path}: reading YAML needs pyyaml (pip install pyyaml) or use a .json config") from None
+            raise ConfigError(f"{path}: reading YAML needs pyyaml (pip install pyyaml) or use a .json config") from None
         d = yaml.safe_load(text) or {}
     else:
         d = json.loads(text)

@@ -31,6 +31,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from ..errors import DataError
 from ..frontend import LogMel, MelConfig, measure_norm_stats
 
 log = logging.getLogger(__name__)
@@ -64,13 +65,13 @@ def list_audio(data: str | Path) -> list[str]:
             files += [os.path.join(root, n) for n in names if n.lower().endswith(AUDIO_SUFFIXES)]
         files = sorted(os.path.abspath(f) for f in files)  # no per-file syscalls: millions of files
         if not files:
-            raise SystemExit(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {data}")
+            raise DataError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {data}")
         return files
     if data.is_file() and data.suffix.lower() in (".csv", ".tsv"):
         with data.open(newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f, delimiter="\t" if data.suffix.lower() == ".tsv" else ","))
         if not rows:
-            raise SystemExit(f"{data}: empty manifest")
+            raise DataError(f"{data}: empty manifest")
         header = [h.strip().lower() for h in rows[0]]
         col = next((header.index(k) for k in ("path", "file", "filename") if k in header), None)
         body = rows[1:] if col is not None else rows
@@ -78,9 +79,9 @@ def list_audio(data: str | Path) -> list[str]:
         base = os.path.abspath(data.parent)
         files = [os.path.normpath(os.path.join(base, r[col].strip())) for r in body if r and r[col].strip()]
         if not files:
-            raise SystemExit(f"{data}: the manifest lists no files")
+            raise DataError(f"{data}: the manifest lists no files")
         return files
-    raise SystemExit(f"--data {data}: not a folder or a .csv/.tsv manifest")
+    raise DataError(f"--data {data}: not a folder or a .csv/.tsv manifest")
 
 
 def cache_key(files: Sequence[str], mel: MelConfig) -> str:
@@ -146,7 +147,7 @@ def _one_thread(_: int) -> None:
     torch.set_num_threads(1)  # decoding processes must not each claim every core
 
 
-class CacheError(ValueError):
+class CacheError(DataError):
     """A log-mel cache folder that is incomplete or inconsistent."""
 
 
@@ -207,7 +208,7 @@ def build_cache(files: Sequence[str], mel: MelConfig, folder: Path, workers: int
     try:
         mean, std = measure_norm_stats(stored_mels())
     except ValueError:
-        raise SystemExit(
+        raise DataError(
             f"none of the {len(files)} files gave usable audio ({len(skipped)} skipped; first: "
             f"{skipped[0][1] if skipped else '-'}). Check --data."
         ) from None
@@ -337,7 +338,7 @@ def global_batch(n_clips: int, batch_size: int, step: int, seed: int) -> tuple[t
     batch is dropped), the order fixed by (seed, epoch)."""
     per_epoch = n_clips // batch_size
     if per_epoch == 0:
-        raise SystemExit(f"only {n_clips} usable clips for batch_size {batch_size}; add audio or lower batch_size")
+        raise DataError(f"only {n_clips} usable clips for batch_size {batch_size}; add audio or lower batch_size")
     epoch, k = divmod(step, per_epoch)
     perm = _epoch_order(n_clips, seed, epoch)
     idx = perm[k * batch_size : (k + 1) * batch_size]

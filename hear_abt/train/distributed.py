@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..errors import ConfigError
 from .barlow import all_reduce_sum
 
 
@@ -42,7 +43,7 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise SystemExit("--device cuda was asked for but torch sees no GPU; use --device cpu")
+            raise ConfigError("--device cuda was asked for but torch sees no GPU; use --device cpu")
         if dev.index is None:
             dev = torch.device("cuda", local_rank)
     return dev

@@ -6,22 +6,23 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
+from ..errors import ConfigError
 from .config import TrainConfig
 
 
 def load_init(cfg: TrainConfig) -> dict[str, Any]:
     """The checkpoint named by cfg.init_from, checked against the run's encoder
-    and mel settings; a clear SystemExit when it cannot start this run."""
+    and mel settings; ConfigError saying why when it cannot start this run."""
     try:
         ckpt = load_checkpoint(cfg.init_from)
     except (FileNotFoundError, CheckpointError) as e:
-        raise SystemExit(f"init_from: {e}") from None
+        raise ConfigError(f"init_from: {e}") from None
     enc = ckpt["encoder"]
     if (enc["name"], dict(enc["kwargs"])) != (cfg.encoder, dict(cfg.encoder_kwargs)):
-        raise SystemExit(f"init_from {cfg.init_from} holds encoder {enc['name']} {dict(enc['kwargs'])}, the run asks for "
+        raise ConfigError(f"init_from {cfg.init_from} holds encoder {enc['name']} {dict(enc['kwargs'])}, the run asks for "
                          f"{cfg.encoder} {dict(cfg.encoder_kwargs)}: set --encoder / encoder_kwargs to match")
     if dict(ckpt["mel"]) != dict(cfg.mel):
-        raise SystemExit(f"init_from {cfg.init_from} was trained on log-mels {dict(ckpt['mel'])}, the run's are {dict(cfg.mel)}")
+        raise ConfigError(f"init_from {cfg.init_from} was trained on log-mels {dict(ckpt['mel'])}, the run's are {dict(cfg.mel)}")
     return ckpt
 
 

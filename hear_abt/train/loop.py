@@ -30,6 +30,7 @@ from torch import nn
 
 from ..checkpoint import content_digest, fsync_dir
 from ..encoders import build_encoder
+from ..errors import ConfigError, DataError, TrainError
 from . import distributed as D
 from .augment import ABTAugment, MixupBank, RandomLinearFader, RandomResizeCrop, slice_params
 from .barlow import BarlowTwinsLoss, BarlowTwinsModel
@@ -80,8 +81,8 @@ _Logger, _complete_row, _clean_leftovers, _atomic_text = RunLog, complete_row, c
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
-    pass
+class NonFiniteLossError(TrainError):
+    """Too many non-finite losses in a row: the run stops (its last good state is kept)."""
 
 
 def total_steps(cfg: TrainConfig, n_clips: int) -> int:
@@ -101,9 +102,9 @@ def open_cache(cfg: TrainConfig, ctx: D.DistContext) -> MelCache:
         try:
             cache = MelCache.open(cfg.data)
         except CacheError as e:
-            raise SystemExit(f"--data {cfg.data}: {e}") from None
+            raise DataError(f"--data {cfg.data}: {e}") from None
         if cache.mel != cfg.mel_config:
-            raise SystemExit(f"{cfg.data} was built with {cache.mel}, the config asks for {cfg.mel_config}")
+            raise DataError(f"{cfg.data} was built with {cache.mel}, the config asks for {cfg.mel_config}")
         return cache
     files = list_audio(cfg.data)
     root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_root()
@@ -174,10 +175,10 @@ class _Run:
         self.n_steps = total_steps(cfg, len(cache))
         self.per_epoch = len(cache) // cfg.batch_size
         if self.per_epoch == 0:
-            raise SystemExit(f"only {len(cache)} usable clips for batch_size {cfg.batch_size}; add audio or lower batch_size")
+            raise DataError(f"only {len(cache)} usable clips for batch_size {cfg.batch_size}; add audio or lower batch_size")
         self.warmup = int(round(cfg.warmup_epochs * self.per_epoch))
         if cfg.batch_size % ctx.world_size:
-            raise SystemExit(f"batch_size {cfg.batch_size} must divide evenly over {ctx.world_size} processes")
+            raise ConfigError(f"batch_size {cfg.batch_size} must divide evenly over {ctx.world_size} processes")
         self.local_b = cfg.batch_size // ctx.world_size
         self.lo, self.hi = ctx.rank * self.local_b, (ctx.rank + 1) * self.local_b
         self.model, self.opt, self.aug = _build_model(cfg, ctx, init)
@@ -236,7 +237,7 @@ class _Run:
             )
         except OSError as e:
             kept = [str(p) for p in state_paths(self.run_dir) if p.exists()]
-            raise SystemExit(f"could not write the training state of step {self.step} in {self.run_dir}: {e}. "
+            raise TrainError(f"could not write the training state of step {self.step} in {self.run_dir}: {e}. "
                              f"The earlier states are intact ({', '.join(kept) or 'none saved yet'}); "
                              "free some space and continue with --resume.") from None
         self.saved_step = self.step

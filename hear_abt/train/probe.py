@@ -35,6 +35,8 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
+from ..errors import DataError, HearAbtError
+
 log = logging.getLogger(__name__)
 
 C_REG = 0.5  # inverse L2 strength, as the cards' probe (eval/minihear/baseline.py)
@@ -75,14 +77,14 @@ class ProbeSkip(Exception):
 
 def load_task(folder: str | Path) -> ProbeTask:
     """Decode a hearpreprocess task folder (16000/<split>/*.wav preferred; any
-    other rate folder is resampled). Raises SystemExit for a folder that is not
+    other rate folder is resampled). Raises DataError for a folder that is not
     a task, ProbeSkip for a task the probe does not score."""
     from ..audio_io import read_audio
 
     folder = Path(folder)
     meta_path = folder / "task_metadata.json"
     if not meta_path.is_file():
-        raise SystemExit(f"probe task {folder}: no task_metadata.json (expected a hearpreprocess task folder)")
+        raise DataError(f"probe task {folder}: no task_metadata.json (expected a hearpreprocess task folder)")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     name = str(meta.get("task_name", folder.name))
     if meta.get("embedding_type") != "scene":
@@ -97,33 +99,33 @@ def load_task(folder: str | Path) -> ProbeTask:
         names = sorted(p.stem for p in folder.glob("*.json") if p.name != "task_metadata.json")
     rates = sorted((int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda r: (r != SAMPLE_RATE, r))
     if not rates:
-        raise SystemExit(f"probe task {folder}: no audio folder (expected {folder}/{SAMPLE_RATE}/<split>/)")
+        raise DataError(f"probe task {folder}: no audio folder (expected {folder}/{SAMPLE_RATE}/<split>/)")
     audio_dir = folder / str(rates[0])
     splits = {}
     for split in names:
         if not (folder / f"{split}.json").is_file():
-            raise SystemExit(f"probe task {folder}: split {split!r} has no {split}.json")
+            raise DataError(f"probe task {folder}: split {split!r} has no {split}.json")
         targets = json.loads((folder / f"{split}.json").read_text(encoding="utf-8"))
         wavs, ys = [], []
         for f in sorted(targets):
             lab = targets[f]
             lab = lab[0] if isinstance(lab, list) else lab
             if lab not in labels:
-                raise SystemExit(f"probe task {folder}: {split}.json labels {f} {lab!r}, not in labelvocabulary.csv")
+                raise DataError(f"probe task {folder}: {split}.json labels {f} {lab!r}, not in labelvocabulary.csv")
             wavs.append(read_audio(audio_dir / split / f, SAMPLE_RATE)[0])
             ys.append(labels.index(lab))
         if not wavs:
-            raise SystemExit(f"probe task {folder}: split {split} holds no clips")
+            raise DataError(f"probe task {folder}: split {split} holds no clips")
         splits[split] = (wavs, ys)
     if split_mode == "trainvaltest" and not {"train", "test"} <= splits.keys():
-        raise SystemExit(f"probe task {folder}: a trainvaltest task needs train.json and test.json, has {sorted(splits)}")
+        raise DataError(f"probe task {folder}: a trainvaltest task needs train.json and test.json, has {sorted(splits)}")
     if split_mode != "trainvaltest" and len(splits) < 2:
-        raise SystemExit(f"probe task {folder}: a k-fold task needs at least 2 folds, has {sorted(splits)}")
+        raise DataError(f"probe task {folder}: a k-fold task needs at least 2 folds, has {sorted(splits)}")
     return ProbeTask(name, folder, labels, split_mode, splits)
 
 
 def load_tasks(folders: Sequence[str | Path]) -> list[ProbeTask]:
-    """The scorable tasks among folders (skips logged); SystemExit if none is."""
+    """The scorable tasks among folders (skips logged); DataError if none is."""
     tasks = []
     for f in folders:
         try:
@@ -131,10 +133,10 @@ def load_tasks(folders: Sequence[str | Path]) -> list[ProbeTask]:
         except ProbeSkip as e:
             log.warning("probe: skipping %s", e)
     if not tasks:
-        raise SystemExit(f"probe: none of {list(map(str, folders))} is a multiclass scene task")
+        raise DataError(f"probe: none of {list(map(str, folders))} is a multiclass scene task")
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
-        raise SystemExit(f"probe: two task folders share a task name: {names}")
+        raise DataError(f"probe: two task folders share a task name: {names}")
     return tasks
 
 
@@ -271,6 +273,14 @@ def _table(rows: dict[str, dict[str, float]], tasks: Sequence[ProbeTask]) -> str
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """`python -m hear_abt.train.probe`; a library error stops it with its message (exit status 1)."""
+    try:
+        return _main(argv)
+    except HearAbtError as e:
+        raise SystemExit(str(e)) from None
+
+
+def _main(argv: Sequence[str] | None) -> dict[str, dict[str, float]]:
     p = argparse.ArgumentParser(prog="python -m hear_abt.train.probe", description=__doc__.splitlines()[0],
                                 epilog="Random weights to compare with: hear-abt init -o random.pt --stats-from ckpt.pt")
     p.add_argument("--model", action="append", required=True, metavar="CKPT", help="a hear-abt checkpoint (repeatable)")
@@ -285,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     rows = {}
     for path in args.model:
         if not Path(path).is_file():
-            raise SystemExit(f"--model {path}: no such file")
+            raise DataError(f"--model {path}: no such file")
         t0 = time.perf_counter()
         rows[path] = probe_model(load_model(path).to(args.device), tasks)
         log.info("%s probed in %.1f s", path, time.perf_counter() - t0)

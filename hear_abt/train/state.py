@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import atomic_torch_save, content_digest, fsync_dir, torch_load_untrusted
-from ..errors import HearAbtError
+from ..errors import ConfigError, HearAbtError, TrainError
 from . import distributed as D
 from .config import TrainConfig
 
@@ -91,7 +91,7 @@ def load_newest_state(run_dir: str | Path, quarantine: bool = False) -> tuple[di
     run has no state file at all. Files that fail are named in a warning and,
     with quarantine=True, renamed to `<name>.bad-<time>` so that the next save
     cannot rotate them over the good one. When every state file fails it
-    stops with their errors: never a silent restart from step 0."""
+    raises TrainError with their errors: never a silent restart from step 0."""
     run_id = read_run_id(run_dir)
     bad: list[tuple[Path, str]] = []
     found = None
@@ -106,7 +106,7 @@ def load_newest_state(run_dir: str | Path, quarantine: bool = False) -> tuple[di
     if found is None and not bad:
         return None
     if found is None:
-        raise SystemExit("no usable training state in {}:\n  {}\nMove these files away to start the run again from "
+        raise TrainError("no usable training state in {}:\n  {}\nMove these files away to start the run again from "
                          "step 0, or resume another copy.".format(run_dir, "\n  ".join(m for _, m in bad)))
     for p, msg in bad:
         aside = p.with_name(f"{p.name}.bad-{time.strftime('%Y%m%dT%H%M%S')}") if quarantine else None
@@ -162,7 +162,7 @@ def resolve_resume_config(saved: dict, given: TrainConfig, given_keys: set[str])
     changes = {k: getattr(given, k) for k in given_keys}
     bad = sorted(k for k, v in changes.items() if k not in RESUMABLE_OVERRIDES and v != saved.get(k))
     if bad:
-        raise SystemExit(
+        raise ConfigError(
             f"--resume: {bad} differ from the saved run's config; resuming must not change them "
             f"(start a new --run-dir instead). Changeable on resume: {sorted(RESUMABLE_OVERRIDES)}"
         )
@@ -178,7 +178,7 @@ def resume_point(cfg: TrainConfig, ctx: D.DistContext, resume: bool, given_keys:
             log.info("--resume: no state in %s yet, starting from step 0", run_dir)
         return None, cfg
     if not resume:
-        raise SystemExit(f"{run_dir} already holds a training state: pass --resume to continue it, or pick a new --run-dir")
+        raise TrainError(f"{run_dir} already holds a training state: pass --resume to continue it, or pick a new --run-dir")
     # The main process sets aside the files that fail; the others read after it.
     found = load_newest_state(run_dir, quarantine=True) if ctx.is_main else None
     D.barrier(ctx)
