@@ -1,6 +1,6 @@
 """TrainConfig: every training knob in one dataclass, defaulting to the paper.
 
-The defaults reproduce ABT (arXiv 2209.14345, DESIGN §4): AudioNTT, projector
+The defaults reproduce ABT (arXiv 2209.14345): AudioNTT, projector
 8192-1048, lambda 0.005, batch 128, LARS 0.4 / 0.0048 with weight decay 1e-5,
 1 epoch warm-up then cosine, 96-frame crops, BYOL-A augmentations. A run's
 resolved config is written beside its logs and inside every checkpoint, so a
