@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import io
 import os
 import pickle
 import tempfile
-import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -36,23 +34,6 @@ def torch_load_untrusted(path: str | Path) -> Any:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
         return torch.load(path, map_location="cpu", weights_only=True)
-
-
-# Fault-injection hook for tests: when set to a number of seconds, every atomic
-# write pauses that long with half of its bytes in the temporary file, so a
-# test can SIGKILL the process inside the write.
-SLOW_WRITE_ENV = "HEAR_ABT_TEST_SLOW_WRITE"
-
-
-def _slow_save(obj: Any, f, pause: float) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    data = buf.getbuffer()
-    half = len(data) // 2
-    f.write(data[:half])
-    f.flush()
-    time.sleep(pause)
-    f.write(data[half:])
 
 
 def content_digest(obj: Any) -> str:
@@ -101,11 +82,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            pause = float(os.environ.get(SLOW_WRITE_ENV, "0") or 0)
-            if pause > 0:
-                _slow_save(obj, f, pause)
-            else:
-                torch.save(obj, f)
+            torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

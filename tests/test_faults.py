@@ -1,7 +1,7 @@
-"""Fault injection: kill it anywhere, lose nothing (issue 17).
+"""Fault injection: kill it anywhere, lose nothing.
 
-SIGKILL the trainer at seeded-random moments (inside steps, inside the atomic
-state write, inside the export), then --resume: the final weights must be
+SIGKILL the trainer at seeded-random events (inside steps, inside the atomic
+state write, inside the export, during start-up), then --resume: the final weights must be
 bitwise those of an uninterrupted run. State files that lie (cut short,
 flipped bytes, another run's) must be named in a clear error and never lead
 to a silent restart. A full disk must leave the previous state intact. The
@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hear_abt.checkpoint import SLOW_WRITE_ENV, content_digest
+from hear_abt.checkpoint import content_digest
 from hear_abt.errors import TrainError
 from hear_abt.train import loop
 
@@ -85,12 +85,90 @@ def _wait_for(cond, proc: subprocess.Popen, timeout: float = 180.0) -> bool:
 
 # ---------------------------------------------------------------- 1. SIGKILL anywhere
 
+# Run by the kill test in place of `python -m hear_abt.train`: the trainer,
+# with one pause point patched in. When the launch reaches the event named by
+# FAULT_AT (the FAULT_N-th of its kind), it writes FAULT_MARK, saying where
+# it is, and waits there until the test kills it; so every kill lands at its
+# event whatever the machine's speed.
+PAUSING_TRAINER = """
+import io, os, signal, sys
+from pathlib import Path
+
+import torch
+
+from hear_abt.train import __main__ as entry, loop
+
+AT, N, MARK = os.environ["FAULT_AT"], int(os.environ["FAULT_N"]), Path(os.environ["FAULT_MARK"])
+seen = {}
+
+
+def reached(kind, where):
+    seen[kind] = seen.get(kind, 0) + 1
+    if kind != AT or seen[kind] != N:
+        return
+    MARK.write_text(where)
+    while True:
+        signal.pause()  # until the test's SIGKILL
+
+
+real_save = torch.save
+
+
+def save(obj, f, *args, **kwargs):
+    path = os.readlink(f"/proc/self/fd/{f.fileno()}") if hasattr(f, "fileno") else ""
+    kind = "state write" if ".state.pt.new" in path else "export" if "encoder.pt" in path else None
+    if kind is None:
+        return real_save(obj, f, *args, **kwargs)
+    buf = io.BytesIO()
+    real_save(obj, buf, *args, **kwargs)
+    data = buf.getbuffer()
+    f.write(data[: len(data) // 2])
+    f.flush()
+    what = "a state" if kind == "state write" else "encoder.pt"
+    reached(kind, f"inside the write of {what} ({len(data) // 2} of {len(data)} bytes written)")
+    f.write(data[len(data) // 2:])
+
+
+torch.save = save
+
+real_set_lr = loop.set_lr
+
+
+def set_lr(opt, *args):
+    real_set_lr(opt, *args)
+    reached("step", f"in the {seen.get('step', 0) + 1}. step of the launch (views made, before the forward pass)")
+
+
+loop.set_lr = set_lr
+
+real_resume_point, real_open_cache = loop.resume_point, loop.open_cache
+
+
+def resume_point(*args):
+    out = real_resume_point(*args)
+    reached("startup", "during start-up (state loaded, cache not yet opened)")
+    return out
+
+
+def open_cache(*args):
+    cache = real_open_cache(*args)
+    reached("startup", "during start-up (cache opened, model not yet built)")
+    return cache
+
+
+loop.resume_point, loop.open_cache = resume_point, open_cache
+entry.main(sys.argv[1:])
+"""
+
+
 @pytest.mark.slow
 def test_sigkill_anywhere_then_resume_is_bitwise_exact(audio_corpus, mel_cache_root, tmp_path):
     """>= 10 SIGKILLs in one run (seeded), each followed by --resume; the final
-    state, the exported encoder and every logged loss equal an uninterrupted run's."""
+    state, the exported encoder and every logged loss equal an uninterrupted run's.
+    Each kill is placed by an event (a pause point the launch reaches), not by time."""
     steps = 12
     ref_dir, run_dir = tmp_path / "uninterrupted", tmp_path / "killed"
+    cmd = _train_cmd(audio_corpus, mel_cache_root, run_dir, steps)
     ref = subprocess.run(_train_cmd(audio_corpus, mel_cache_root, ref_dir, steps), env=_env(),
                          capture_output=True, text=True, timeout=600)
     assert ref.returncode == 0, ref.stderr[-3000:]
@@ -101,48 +179,21 @@ def test_sigkill_anywhere_then_resume_is_bitwise_exact(audio_corpus, mel_cache_r
     plan = ["step"] * 4 + ["state write"] * 4 + ["startup"] * 2
     rng.shuffle(plan)
     plan += ["export"] * 3
+    script, mark = tmp_path / "pausing_trainer.py", tmp_path / "paused"
+    script.write_text(PAUSING_TRAINER)
     landed: list[str] = []
-    env = _env(**{SLOW_WRITE_ENV: "0.4"})  # each atomic write pauses 0.4 s half-written
-    cmd = _train_cmd(audio_corpus, mel_cache_root, run_dir, steps)
-
-    def tmp_files(word: str) -> list[Path]:
-        return [p for p in run_dir.glob(".*") if word in p.name and p.name.endswith(".tmp")] if run_dir.exists() else []
-
-    def log_rewritten(since: float) -> bool:  # the trainer rewrites log.csv when it starts training
-        try:
-            return (run_dir / "log.csv").stat().st_mtime > since
-        except FileNotFoundError:
-            return False
-
     for aim in plan:
-        launched = time.time()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        mark.unlink(missing_ok=True)
+        n = {"step": rng.randint(1, 3), "state write": rng.randint(1, 2), "startup": rng.randint(1, 2), "export": 1}[aim]
+        env = _env(FAULT_AT=aim, FAULT_N=str(n), FAULT_MARK=str(mark))
+        proc = subprocess.Popen([sys.executable, str(script), *cmd[3:]], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
         try:
-            if aim == "startup":
-                deadline = time.monotonic() + rng.uniform(0.5, 6.0)
-                reached = _wait_for(lambda: time.monotonic() > deadline, proc)  # noqa: B023 (called at once)
-            elif aim == "step":
-                reached = _wait_for(lambda: log_rewritten(launched), proc)  # noqa: B023 (called at once)
-                target = len(_log_rows(run_dir)) + 1 + rng.randint(0, 2)
-                target = min(steps - 1, target + (target % 2 == 0))  # odd: no state write follows (ckpt_every=2)
-                reached = reached and _wait_for(lambda: len(_log_rows(run_dir)) >= target, proc)  # noqa: B023
-                time.sleep(rng.uniform(0.0, 0.1))
-            elif aim == "state write":
-                reached = _wait_for(lambda: bool(tmp_files("state")), proc)
-                time.sleep(rng.uniform(0.0, 0.3))
-            else:
-                reached = _wait_for(lambda: bool(tmp_files("encoder")), proc)
-                time.sleep(rng.uniform(0.0, 0.3))
-            if not reached:
-                continue  # it finished (or failed) before the moment came: checked below
+            if not _wait_for(mark.exists, proc):
+                continue  # it finished (or failed) before the event came: checked below
             os.kill(proc.pid, signal.SIGKILL)
-            k = len(_log_rows(run_dir))
-            where = ("inside the write of a state" if tmp_files("state") else
-                     "inside the export of encoder.pt" if tmp_files("encoder") else
-                     "during start-up (imports, cache, state load)" if not log_rewritten(launched) else
-                     f"after step {k}, before the export" if k == steps else f"in step {k + 1} (step {k} logged)")
             assert proc.wait(timeout=60) == -signal.SIGKILL
-            landed.append(f"{aim:>11} -> {where}")
+            landed.append(f"{aim:>11} -> {mark.read_text()}, {len(_log_rows(run_dir))} steps logged")
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -155,8 +206,8 @@ def test_sigkill_anywhere_then_resume_is_bitwise_exact(audio_corpus, mel_cache_r
 
     print(f"\n{len(landed)} SIGKILLs survived (seed {SEED}):\n  " + "\n  ".join(landed))
     assert len(landed) >= 10
-    assert any("write of a state" in w for w in landed) and any("export" in w for w in landed)
-    assert any("in step" in w for w in landed)
+    assert any("write of a state" in w for w in landed) and any("write of encoder.pt" in w for w in landed)
+    assert any("step of the launch" in w for w in landed) and any("start-up" in w for w in landed)
     _assert_states_equal(loop.load_state(loop.state_path(run_dir)), loop.load_state(loop.state_path(ref_dir)))
     a, b = (torch.load(d / "encoder.pt", weights_only=True)["state_dict"] for d in (run_dir, ref_dir))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -438,12 +489,64 @@ def _all_dead_within(pids: list[int], seconds: float) -> bool:
     return all(_dead(c) for c in pids)
 
 
+# Put on the PYTHONPATH of the eval driver's kill test, so that every Python
+# process the driver starts loads it. In the heareval runner of the phase
+# named by FAULT_AT it adds a pause point: after the FAULT_N-th embedding file
+# written, or the FAULT_N-th backward pass of the predictor's training. There
+# it writes FAULT_MARK and waits for the test's kill, so the kill lands inside
+# that phase whatever the machine's speed.
+PAUSING_RUNNER = """
+import os, signal, sys
+from pathlib import Path
+
+_AT, _N = os.environ.get("FAULT_AT", ""), int(os.environ.get("FAULT_N", "1"))
+_ARGV = getattr(sys, "orig_argv", sys.argv)
+# the runner's phase: `-m heareval.<phase>.runner`, or `heareval_compat <phase>` (a script or a module)
+_I = next((i for i, a in enumerate(_ARGV) if "heareval_compat" in a), None)
+_WHICH = _ARGV[_I + 1] if _I is not None and _I + 1 < len(_ARGV) else next(
+    (a.split(".")[1] for a in _ARGV if a.startswith("heareval.") and a.endswith(".runner")), "")
+_count = [0]
+
+
+def _reached(where):
+    _count[0] += 1
+    if _count[0] == _N:
+        Path(os.environ["FAULT_MARK"]).write_text(f"{where} {_count[0]}")
+        while True:
+            signal.pause()  # until the driver's death kills this runner
+
+
+if _WHICH == _AT == "embeddings":
+    import numpy
+
+    _real_save = numpy.save
+
+    def _save(file, arr, *args, **kwargs):
+        _real_save(file, arr, *args, **kwargs)
+        if str(file).endswith(".embedding.npy"):
+            _reached("embedding files written:")
+
+    numpy.save = _save
+elif _WHICH == _AT == "predictions":
+    import torch
+
+    _real_backward = torch.Tensor.backward
+
+    def _backward(self, *args, **kwargs):
+        _real_backward(self, *args, **kwargs)
+        _reached("predictor training steps:")
+
+    torch.Tensor.backward = _backward
+"""
+
+
 @pytest.mark.slow
 def test_eval_killed_mid_embeddings_and_mid_predictions_scores_as_uninterrupted(eval_tasks, tmp_path):
     """Uninterrupted: the four broken tasks fail by name, the good one scores.
     Then SIGKILL the driver (only its pid) in the middle of the good task's
     embeddings, rerun, SIGKILL it in the middle of the predictions, rerun: its
-    runners die with it, and the final scores equal the uninterrupted ones."""
+    runners die with it, and the final scores equal the uninterrupted ones.
+    Each kill is placed by an event: the runner pauses inside its phase."""
     root, broken = eval_tasks
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     ref = subprocess.run(_driver(root, tmp_path / "ref"), capture_output=True, text=True, env=env, timeout=900)
@@ -457,19 +560,19 @@ def test_eval_killed_mid_embeddings_and_mid_predictions_scores_as_uninterrupted(
     out = tmp_path / "killed"
     cmd = _driver(root, out, "--tasks", SCENE)
     work = out / "naive" / "work"
+    hook, mark = tmp_path / "hook", tmp_path / "paused"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(PAUSING_RUNNER)
     landed = []
     for phase in ("embeddings", "predictions"):
         log = tmp_path / f"{phase}.out"
+        n = random.Random(f"{SEED}{phase}").randint(1, 3)
+        paused = dict(env, FAULT_AT=phase, FAULT_N=str(n), FAULT_MARK=str(mark),
+                      PYTHONPATH=os.pathsep.join(p for p in (str(hook), env.get("PYTHONPATH", "")) if p))
         with log.open("w") as fh:
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=paused)
         try:
-            if phase == "embeddings":  # heareval's runner has loaded the model and started on the task
-                ready = lambda: any(work.glob(f"embeddings/*/{SCENE}/task_metadata.json"))  # noqa: E731
-            else:  # heareval's runner has started training (Lightning wrote its first files)
-                ready = lambda: "predictions ..." in log.read_text() and any(  # noqa: E731, B023 (called at once)
-                    p.name in ("hparams.yaml", "metrics.csv") or p.suffix == ".ckpt" for p in work.rglob("*"))
-            assert _wait_for(ready, proc, timeout=600), log.read_text() + "\n".join(map(str, work.rglob("*")))
-            time.sleep(random.Random(f"{SEED}{phase}").uniform(0.0, 0.1 if phase == "embeddings" else 0.3))
+            assert _wait_for(mark.exists, proc, timeout=600), log.read_text() + "\n".join(map(str, work.rglob("*")))
             runners = _children(proc.pid)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=60)
@@ -477,7 +580,9 @@ def test_eval_killed_mid_embeddings_and_mid_predictions_scores_as_uninterrupted(
             if proc.poll() is None:
                 proc.kill()
         done = {m.name for m in work.glob(f"embeddings/*/{SCENE}/*done*")}
-        landed.append(f"{phase}: runner {runners} alive at the kill, markers then {sorted(done)}")
+        landed.append(f"{phase}: paused after {mark.read_text()}; runner {runners} alive at the kill, "
+                      f"markers then {sorted(done)}")
+        mark.unlink()
         # PR_SET_PDEATHSIG: at once (the runner itself would go on for seconds)
         assert runners and _all_dead_within(runners, 3), f"heareval runner outlived the driver: {runners}"
         assert ("prediction-done.json" not in done) and (phase == "predictions" or ".done.embeddings" not in done)
