@@ -24,7 +24,7 @@ class TrainConfig:
     data: str = ""  # folder (searched recursively) or CSV manifest with a `path` column
     run_dir: str = "runs/abt"
     cache_dir: str = ""  # "" -> $HEAR_ABT_CACHE or ~/.cache/hear_abt
-    workers: int = 2  # decoding processes while building the log-mel cache
+    workers: int = -1  # decoding processes while building the log-mel cache; -1 = one per core, 0 = none
     mel: dict = field(default_factory=lambda: MelConfig().to_dict())
     crop_frames: int = 96  # ~0.95 s at a 10 ms hop
 
