@@ -23,6 +23,7 @@ import fcntl
 import json
 import logging
 import os
+import shlex
 import shutil
 import socket
 import threading
@@ -34,7 +35,17 @@ import numpy as np
 import torch
 
 from ..frontend import LogMel, MelConfig
-from .data import CACHE_VERSION, SILENCE_PEAK, CacheError, MelCache, cache_key, log_mel_chunked
+from . import distributed as D
+from .data import (
+    CACHE_VERSION,
+    SILENCE_PEAK,
+    CacheError,
+    MelCache,
+    cache_key,
+    default_cache_root,
+    list_audio,
+    log_mel_chunked,
+)
 
 log = logging.getLogger(__name__)
 
@@ -375,4 +386,75 @@ def open_or_build_cache(files: Sequence[str], mel: MelConfig, root: str | Path, 
         build_cache(files, mel, folder, workers)
     cache = MelCache.open(folder)
     log.info("log-mel cache %s: %d clips, %d skipped", folder, len(cache), cache.index["skipped"])
+    return cache
+
+
+# ---------------------------------------------------------------- training
+def prepare_command(cfg) -> str:
+    """The command that builds the cache a TrainConfig trains on."""
+    parts = ["python", "-m", "hear_abt.train", "--prepare", "--data", cfg.data]
+    if cfg.cache_dir:
+        parts += ["--cache-dir", cfg.cache_dir]
+    if dict(cfg.mel) != MelConfig().to_dict():
+        parts += ["--set", "mel=" + json.dumps(cfg.mel, separators=(",", ":"))]
+    return " ".join(shlex.quote(str(p)) for p in parts)
+
+
+def _open_here(cfg, build: bool) -> MelCache:
+    """The cache of cfg on this machine; `data` may itself be a built cache
+    folder (one holding index.json), e.g. copied to a machine without the audio."""
+    if (Path(cfg.data) / "index.json").is_file():
+        try:
+            cache = MelCache.open(cfg.data)
+        except CacheError as e:
+            raise SystemExit(f"--data {cfg.data}: {e}") from None
+        if cache.mel != cfg.mel_config:
+            raise SystemExit(f"{cfg.data} was built with {cache.mel}, the config asks for {cfg.mel_config}")
+        return cache
+    files = list_audio(cfg.data)
+    root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_root()
+    return open_or_build_cache(files, cfg.mel_config, root, cfg.workers, build=build)
+
+
+def open_training_cache(cfg, ctx: D.DistContext) -> MelCache:
+    """The cache a run trains on. One process builds it when missing. Under
+    torchrun nothing is built (every other process would wait at a barrier
+    for the whole build, past the process group's timeout): every process
+    opens its node's copy, the processes exchange a small status, and a
+    missing or damaged copy on any node stops every process at once with a
+    message naming the nodes and the --prepare command; copies whose key or
+    contents differ between nodes stop the run too."""
+    if not ctx.distributed:
+        return _open_here(cfg, build=True)
+    status: dict[str, Any] = {"host": socket.gethostname(), "rank": ctx.rank}
+    cache = None
+    try:
+        cache = _open_here(cfg, build=False)
+        ix = cache.index
+        status["copy"] = [ix.get("key", cache.folder.name), int(ix["n_clips"]), int(ix["total_frames"]), list(cache.norm_stats)]
+    except FileNotFoundError as e:
+        status["error"] = f"no log-mel cache at {e.filename or e}"
+    except (OSError, CacheError, SystemExit) as e:
+        status["error"] = str(e)
+    everyone = D.all_gather_object(status, ctx)
+    bad: dict[tuple[str, str], list[int]] = {}
+    for s in everyone:
+        if "error" in s:
+            bad.setdefault((s["host"], s["error"]), []).append(s["rank"])
+    if bad:
+        lines = "\n".join(f"  node {h} (rank{'s' if len(r) > 1 else ''} {', '.join(map(str, r))}): {err}"
+                          for (h, err), r in bad.items())
+        raise SystemExit(
+            f"the log-mel cache is not ready on every node; under torchrun the trainer does not build it.\n{lines}\n"
+            f"Build it on each node named above (or once on a shared disk, then copy it to each node) with:\n"
+            f"  {prepare_command(cfg)}"
+        )
+    copies: dict[str, list[str]] = {}
+    for s in everyone:
+        copies.setdefault(json.dumps(s["copy"]), []).append(s["host"])
+    if len(copies) > 1:
+        lines = "\n".join(f"  key {json.loads(c)[0]}, {json.loads(c)[1]} clips, {json.loads(c)[2]} frames, "
+                          f"norm stats {json.loads(c)[3]}: nodes {', '.join(sorted(set(h)))}" for c, h in copies.items())
+        raise SystemExit("the nodes' log-mel caches differ (every node must train on the same cache):\n" + lines +
+                         f"\nBuild them from the same files and settings with: {prepare_command(cfg)}, or copy one node's cache to the others.")
     return cache
