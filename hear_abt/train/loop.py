@@ -44,17 +44,9 @@ from ..encoders import build_encoder
 from . import distributed as D
 from .augment import ABTAugment, MixupBank, RandomLinearFader, RandomResizeCrop, slice_params
 from .barlow import BarlowTwinsLoss, BarlowTwinsModel
+from .cache_build import open_training_cache
 from .config import TrainConfig
-from .data import (
-    CacheError,
-    MelCache,
-    default_cache_root,
-    derive_seed,
-    generator_for,
-    global_batch,
-    list_audio,
-    open_or_build_cache,
-)
+from .data import MelCache, derive_seed, generator_for, global_batch
 from .optim import build_optimizer, encoder_factor, lr_factor, set_lr
 
 log = logging.getLogger(__name__)
@@ -349,25 +341,10 @@ class _Logger:
 
 
 def open_cache(cfg: TrainConfig, ctx: D.DistContext) -> MelCache:
-    """List the files and open their cache; the main process builds it when
-    missing while the others wait. `data` may also be a built cache folder
-    (one holding index.json), e.g. copied to a machine without the audio."""
-    if (Path(cfg.data) / "index.json").is_file():
-        try:
-            cache = MelCache.open(cfg.data)
-        except CacheError as e:
-            raise SystemExit(f"--data {cfg.data}: {e}") from None
-        if cache.mel != cfg.mel_config:
-            raise SystemExit(f"{cfg.data} was built with {cache.mel}, the config asks for {cfg.mel_config}")
-        return cache
-    files = list_audio(cfg.data)
-    root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_root()
-    if ctx.is_main:
-        cache = open_or_build_cache(files, cfg.mel_config, root, cfg.workers)
-    D.barrier(ctx)
-    if not ctx.is_main:
-        cache = open_or_build_cache(files, cfg.mel_config, root, build=False)
-    return cache
+    """The run's log-mel cache (cache_build.open_training_cache): built when
+    missing by a single process; under torchrun a missing copy on any node
+    stops every process at once, naming the node and the --prepare command."""
+    return open_training_cache(cfg, ctx)
 
 
 def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = None, stop_at: int | None = None) -> dict[str, Any]:
