@@ -442,7 +442,7 @@ def open_training_cache(cfg, ctx: D.DistContext) -> MelCache:
         if "error" in s:
             bad.setdefault((s["host"], s["error"]), []).append(s["rank"])
     if bad:
-        lines = "\n".join(f"  node {h} (rank{'s' if len(r) > 1 else ''} {', '.join(map(str, r))}): {err}"
+        lines = "\n".join(f"  node {h} (rank{'s' if len(r) > 1 else ''} {', '.join(map(str, sorted(r)))}): {err}"
                           for (h, err), r in bad.items())
         raise SystemExit(
             f"the log-mel cache is not ready on every node; under torchrun the trainer does not build it.\n{lines}\n"
