@@ -9,8 +9,9 @@ N/2 + resume + N/2 give bitwise identical weights (on a deterministic device).
 
 DDP: the global batch is split into contiguous per-process slices; every
 process draws the augmentation parameters of the whole global batch and uses
-its slice; the Mixup bank is fed the all-gathered global batch so it is the
-same on every process; BatchNorms and the loss see the global batch. Hence 1
+its slice; the Mixup bank is fed the global batch's last `mixup_bank` rows
+(the only ones it keeps; only they cross the network) so it is the same on
+every process; BatchNorms and the loss see the global batch. Hence 1
 process and N processes compute the same thing up to float summation order.
 """
 from __future__ import annotations
@@ -503,7 +504,7 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
                 loss.backward()
                 opt.step()
                 with torch.no_grad():  # the bank takes good batches only (for the next steps)
-                    aug.mixup.push(D.all_gather_cat(x, ctx))
+                    aug.mixup.push(D.gather_tail(x, aug.mixup.capacity, ctx))
                 bad_run = 0
             else:  # the loss is global, so every process skips: weights, optimiser and bank untouched
                 with torch.no_grad():
