@@ -426,7 +426,7 @@ def open_training_cache(cfg, ctx: D.DistContext) -> MelCache:
     contents differ between nodes stop the run too."""
     if not ctx.distributed:
         return _open_here(cfg, build=True)
-    status: dict[str, Any] = {"host": socket.gethostname(), "rank": ctx.rank}
+    status: dict[str, Any] = {"host": socket.gethostname(), "rank": ctx.rank, "prepare": prepare_command(cfg)}
     cache = None
     try:
         cache = _open_here(cfg, build=False)
@@ -446,8 +446,8 @@ def open_training_cache(cfg, ctx: D.DistContext) -> MelCache:
                           for (h, err), r in bad.items())
         raise SystemExit(
             f"the log-mel cache is not ready on every node; under torchrun the trainer does not build it.\n{lines}\n"
-            f"Build it on each node named above (or once on a shared disk, then copy it to each node) with:\n"
-            f"  {prepare_command(cfg)}"
+            "Build it on each node named above (or once on a shared disk, then copy it to each node) with:\n  "
+            + "\n  ".join(dict.fromkeys(s["prepare"] for s in everyone if "error" in s))
         )
     copies: dict[str, list[str]] = {}
     for s in everyone:
