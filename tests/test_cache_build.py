@@ -175,3 +175,16 @@ def test_main_process_runs_one_torch_thread_while_building(audio_corpus, tmp_pat
     before = torch.get_num_threads()
     B.build_cache(D.list_audio(audio_corpus)[-4:], MelConfig(), tmp_path / "k", workers=0, shard_files=2)
     assert seen == [1, 1] and torch.get_num_threads() == before
+
+
+def test_an_owner_record_cut_short_is_judged_by_its_age(audio_corpus, tmp_path):
+    files = D.list_audio(audio_corpus)[-2:]
+    folder = tmp_path / "k"
+    tmp = B.building_path(folder)
+    tmp.mkdir()
+    (tmp / "owner.json").write_text("")  # created, never written: whoever it was may still be starting
+    with pytest.raises(B.CacheBuildBusy, match="pid \\? on host \\?"):
+        B.build_cache(files, MelConfig(), folder, workers=0)
+    os.utime(tmp / "owner.json", (time.time() - 2000, time.time() - 2000))
+    B.build_cache(files, MelConfig(), folder, workers=0, stale_after_s=900)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(CACHE_FILES) and not tmp.exists()

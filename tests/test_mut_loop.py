@@ -737,6 +737,7 @@ def test_batch_must_divide_over_the_processes(make, monkeypatch):
 
     monkeypatch.setattr(D, "setup", lambda device="auto": D.DistContext(0, 3, 0, torch.device("cpu")))
     monkeypatch.setattr(D, "barrier", lambda ctx: None)
+    monkeypatch.setattr(D, "all_gather_object", lambda obj, ctx: [obj] * ctx.world_size)  # the cache check's exchange
     with pytest.raises(SystemExit, match="^batch_size 4 must divide evenly over 3 processes$"):
         loop.train(make(steps=2))
 

@@ -54,6 +54,7 @@ HEARTBEAT_S = 30.0  # how often a running build refreshes its owner record
 STALE_AFTER_S = 900.0  # another host's build whose heartbeat is older than this is taken over
 BUILDING = ".building"
 PROGRESS = "progress"
+BOOKKEEPING = ("build.json", "owner.json", "lock")  # with PROGRESS: removed once the cache is in place
 
 
 class CacheBuildBusy(RuntimeError):
@@ -154,6 +155,13 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -195,12 +203,20 @@ class _Ownership:
             os.close(self.lock_fd)
             raise CacheBuildBusy(self._busy_message(_read_json(self.owner) or {}, "holds its lock")) from None
         prev = _read_json(self.owner)
+        if prev is None:  # claim a fresh folder exclusively (O_EXCL holds on NFS, flock may not)
+            try:
+                os.close(os.open(self.owner, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            except FileExistsError:  # claimed meanwhile, or an owner record cut short: its age decides
+                prev = _read_json(self.owner) or {"host": "?", "pid": "?", "heartbeat": _mtime(self.owner)}
         if prev and (prev.get("host"), prev.get("pid")) != (self.me["host"], self.me["pid"]):
             age = time.time() - float(prev.get("heartbeat", 0))
             if prev.get("host") != self.me["host"] and age < stale_after_s:
                 self.close()
                 raise CacheBuildBusy(self._busy_message(prev, f"refreshed it {age:.0f} s ago"))
-            why = "is dead" if prev.get("host") == self.me["host"] else f"sent no heartbeat for {age:.0f} s"
+            if prev.get("host") != self.me["host"]:
+                why = f"sent no heartbeat for {age:.0f} s"
+            else:
+                why = "released its lock" if str(prev.get("pid")).isdigit() and _pid_alive(int(prev["pid"])) else "is dead"
             log.warning("taking over the partial cache build %s: its builder (pid %s on %s) %s; keeping its finished shards",
                         tmp, prev.get("pid"), prev.get("host"), why)
         self.beat()
@@ -223,10 +239,13 @@ class _Ownership:
             except OSError:  # the folder was renamed into place or removed
                 return
 
-    def close(self) -> None:
+    def stop_heartbeat(self) -> None:
         if hasattr(self, "stop"):
             self.stop.set()
             self.thread.join()
+
+    def close(self) -> None:
+        self.stop_heartbeat()
         os.close(self.lock_fd)
 
 
@@ -246,6 +265,7 @@ def _finished_shards(tmp: Path, shard_files: int, n_files: int) -> list[dict]:
         prog.mkdir(parents=True)
         _atomic_json(tmp / "build.json", plan)
         return []
+    prog.mkdir(exist_ok=True)
     records: list[dict] = []
     while True:
         rec = _read_json(prog / f"shard-{len(records):06d}.json")
@@ -279,23 +299,34 @@ def build_cache(files: Sequence[str], mel: MelConfig, folder: Path, workers: int
     tmp = building_path(folder)
     tmp.mkdir(parents=True, exist_ok=True)
     owner = _Ownership(tmp, stale_after_s)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the main process only writes: leave the cores to the decoders
     try:
-        records = _finished_shards(tmp, shard_files, len(files))
-        start = len(records) * shard_files
-        if records:
-            log.info("resuming the cache build in %s: %d of %d files already done", tmp, min(start, len(files)), len(files))
-        if start < len(files):
-            _decode_shards(files, mel, tmp, start, shard_files, resolve_workers(workers), records, tqdm)
-        _assemble(files, mel, folder, tmp, records)
-    finally:
-        torch.set_num_threads(threads)
-        owner.close()
-    if folder.exists():  # another process finished first: keep its copy
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
+        if (folder / "index.json").is_file():  # finished by another process while we waited
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the main process only writes: leave the cores to the decoders
+        try:
+            records = _finished_shards(tmp, shard_files, len(files))
+            start = len(records) * shard_files
+            if records:
+                log.info("resuming the cache build in %s: %d of %d files already done", tmp, min(start, len(files)), len(files))
+            if start < len(files):
+                _decode_shards(files, mel, tmp, start, shard_files, resolve_workers(workers), records, tqdm)
+            _assemble(files, mel, folder, tmp, records)
+        finally:
+            torch.set_num_threads(threads)
+        owner.stop_heartbeat()
+        if folder.exists():  # another process finished first: keep its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        # Renamed with its bookkeeping and the lock still held, so no process can
+        # mistake the finished build for an abandoned one; then tidied.
         os.replace(tmp, folder)
+        shutil.rmtree(folder / PROGRESS, ignore_errors=True)
+        for name in BOOKKEEPING:
+            (folder / name).unlink(missing_ok=True)
+    finally:
+        owner.close()
 
 
 def _decode_shards(files, mel, tmp: Path, start: int, shard_files: int, workers: int, records: list[dict], tqdm) -> None:
@@ -325,8 +356,8 @@ def _decode_shards(files, mel, tmp: Path, start: int, shard_files: int, workers:
 
 
 def _assemble(files, mel: MelConfig, folder: Path, tmp: Path, records: list[dict]) -> None:
-    """Write the clip table, file list, report and index (today's format)
-    from the shard records, and drop the build's bookkeeping."""
+    """Write the clip table, file list, report and index (the format
+    MelCache.open reads) from the shard records."""
     kept = [k for r in records for k in r["kept"]]
     skipped = [(files[i], reason) for r in records for i, reason in r["skipped"]]
     try:
@@ -358,9 +389,6 @@ def _assemble(files, mel: MelConfig, folder: Path, tmp: Path, records: list[dict
         "skipped": len(skipped),
     }
     (tmp / "index.json").write_text(json.dumps(index, indent=1), encoding="utf-8")
-    shutil.rmtree(tmp / PROGRESS, ignore_errors=True)
-    for name in ("build.json", "owner.json", "lock"):
-        (tmp / name).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- opening

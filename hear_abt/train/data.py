@@ -5,8 +5,9 @@ its log-mels are stored in a cache folder: one fp16 memmap of all frames
 [total_frames, n_mels], the clips' (offset, frames) in clips.npy, the file
 list and a JSON index with the normalisation statistics. The folder's name is
 a hash of the MelConfig and the file list, so changing either builds a new
-cache and an unchanged corpus reuses the old one. Training from a built cache
-never imports soundfile (the GPU machine may not have it).
+cache and an unchanged corpus reuses the old one. cache_build.py builds it
+(resumably, on every core). Training from a built cache never imports
+soundfile (the GPU machine may not have it).
 
 Every random choice (clip order, crop offsets) is a pure function of
 (seed, step): resuming at step s replays exactly what an uninterrupted run
