@@ -194,7 +194,7 @@ class _Ownership:
     process builds in it; a daemon thread refreshes the heartbeat."""
 
     def __init__(self, tmp: Path, stale_after_s: float):
-        self.tmp, self.owner = tmp, tmp / "owner.json"
+        self.tmp, self.owner, self.stale_after_s = tmp, tmp / "owner.json", stale_after_s
         self.me = {"host": socket.gethostname(), "pid": os.getpid()}
         self.lock_fd = os.open(tmp / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -227,7 +227,7 @@ class _Ownership:
     def _busy_message(self, prev: dict, why: str) -> str:
         return (f"{self.tmp} is being built by pid {prev.get('pid', '?')} on host {prev.get('host', '?')}, which {why}. "
                 f"Wait for it to finish; if that process is dead, remove the partial build with: rm -rf '{self.tmp}' "
-                f"(another host's build is taken over by itself {STALE_AFTER_S:.0f} s after its last heartbeat)")
+                f"(a build of another host is taken over automatically once its heartbeat is {self.stale_after_s:.0f} s old)")
 
     def beat(self) -> None:
         _atomic_json(self.owner, {**self.me, "heartbeat": time.time()})
