@@ -684,16 +684,21 @@ def test_run_folder_setup(make, monkeypatch, caplog):
     assert str(e.value) == "only 8 usable clips for batch_size 16; add audio or lower batch_size"
 
 
-def test_open_cache_on_a_non_main_rank_opens_what_the_main_rank_built(make, clips, tmp_path, monkeypatch):
+def test_open_cache_under_torchrun_opens_each_copy_and_never_builds(make, clips, tmp_path, monkeypatch):
     from hear_abt.train import distributed as D
 
-    waited = []
-    monkeypatch.setattr(D, "barrier", waited.append)
+    gathered = []
+
+    def gather(obj, ctx):  # both ranks report what this one saw
+        gathered.append(obj)
+        return [obj, dict(obj, rank=0)]
+
+    monkeypatch.setattr(D, "all_gather_object", gather)
     rank1 = D.DistContext(1, 2, 1, torch.device("cpu"))
     cache = loop.open_cache(make(), rank1)  # the clips fixture built this cache already
-    assert cache.folder == clips[2] and len(cache) == 8 and waited == [rank1]
+    assert cache.folder == clips[2] and len(cache) == 8 and gathered[0]["copy"][:2] == [clips[2].name, 8]
     empty = tmp_path / "unbuilt"
-    with pytest.raises(FileNotFoundError):  # a non-main rank never builds
+    with pytest.raises(DataError, match=r"(?s)ranks 0, 1\): no log-mel cache at .*--prepare"):  # no process builds
         loop.open_cache(make(cache_dir=str(empty)), rank1)
     assert not empty.exists() or not any(empty.rglob("index.json"))
 
@@ -734,6 +739,7 @@ def test_batch_must_divide_over_the_processes(make, monkeypatch):
 
     monkeypatch.setattr(D, "setup", lambda device="auto": D.DistContext(0, 3, 0, torch.device("cpu")))
     monkeypatch.setattr(D, "barrier", lambda ctx: None)
+    monkeypatch.setattr(D, "all_gather_object", lambda obj, ctx: [obj] * ctx.world_size)  # the cache check's exchange
     with pytest.raises(ConfigError, match="^batch_size 4 must divide evenly over 3 processes$"):
         loop.train(make(steps=2))
 

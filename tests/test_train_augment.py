@@ -102,3 +102,25 @@ def test_generator_only_and_slicing_equivalence():
     full = aug.apply(x, p)
     parts = torch.cat([aug.apply(x[i : i + 4], slice_params(p, i, i + 4)) for i in (0, 4)])
     assert torch.allclose(full, parts, atol=1e-6)
+
+
+def test_bank_fed_only_the_rows_it_keeps_matches_the_whole_batch():
+    """What the bounded exchange relies on: pushing a batch's last `capacity`
+    rows leaves the bank exactly as pushing the whole batch (one process;
+    tests/test_train_multinode.py checks two)."""
+    from hear_abt.train import distributed as D
+
+    ctx = D.DistContext()
+    g = torch.Generator().manual_seed(3)
+    for capacity, batch in ((5, 8), (8, 8), (12, 8), (0, 4)):
+        tail, whole = MixupBank(0.2, capacity), MixupBank(0.2, capacity)
+        for _ in range(3):
+            x = torch.randn(batch, 1, 4, 6, generator=g)
+            kept = D.gather_tail(x, capacity, ctx)
+            assert kept.shape[0] == min(capacity, batch)
+            tail.push(kept)
+            whole.push(x)
+        a, b = tail.state(), whole.state()
+        assert (a["count"], a["ptr"]) == (b["count"], b["ptr"])
+        assert (a["bank"] is None and b["bank"] is None) or torch.equal(a["bank"], b["bank"])
+    assert D.kept_rows(5, 4, 2) == [(3, 4), (0, 4)] and D.kept_rows(2, 4, 3) == [(4, 4), (4, 4), (2, 4)]

@@ -21,6 +21,33 @@ def test_split_and_groups_follow_the_paper():
     assert TrainConfig(encoder="resnet18").resolved_optimizer == "lars"
 
 
+def test_lr_scaling_linear_follows_the_batch_and_none_keeps_the_rates(capsys):
+    import json
+
+    import pytest
+
+    from hear_abt.train.__main__ import main
+
+    m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    assert TrainConfig().lr_scaling == "none"
+    for batch, scale in ((128, 1.0), (2048, 1.0)):
+        g_w, g_b = build_optimizer(m, TrainConfig(batch_size=batch)).param_groups
+        assert (g_w["lr"], g_b["lr"], g_w["base_lr"]) == (0.4 * scale, 0.0048 * scale, 0.4 * scale)
+    for batch in (128, 256, 2048):
+        g_w, g_b = build_optimizer(m, TrainConfig(batch_size=batch, lr_scaling="linear", lr_weights=0.2)).param_groups
+        assert math.isclose(g_w["lr"], 0.2 * batch / 256) and math.isclose(g_b["lr"], 0.0048 * batch / 256)
+        assert g_w["base_lr"] == g_w["lr"]  # the schedule scales from the scaled peak
+    with pytest.raises(ValueError, match="lr_scaling must be one of none, linear, got 'sqrt'"):
+        TrainConfig(lr_scaling="sqrt")
+    with pytest.raises(ValueError, match="applies to LARS"):
+        TrainConfig(lr_scaling="linear", optimizer="adamw")
+    main(["--lr-scaling", "linear", "--batch-size", "1024", "--print-config"])
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["lr_scaling"], printed["batch_size"]) == ("linear", 1024)
+    main(["--print-config"])
+    assert json.loads(capsys.readouterr().out)["lr_scaling"] == "none"
+
+
 def test_lars_trust_ratio_only_on_adapted_group():
     w = nn.Parameter(torch.full((2, 2), 3.0))
     b = nn.Parameter(torch.full((2,), 3.0))

@@ -27,7 +27,7 @@ from .config import TrainConfig, load_config_file, parse_overrides
 FLAGS = {
     "data": "data", "run_dir": "run_dir", "cache_dir": "cache_dir", "encoder": "encoder",
     "steps": "steps", "epochs": "epochs", "batch_size": "batch_size", "device": "device", "seed": "seed",
-    "init_from": "init_from",
+    "init_from": "init_from", "workers": "workers", "lr_scaling": "lr_scaling",
 }
 
 
@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     g.add_argument("--data", help="audio folder (recursive), CSV manifest with a `path` column, or a built log-mel cache folder")
     g.add_argument("--cache-dir", help="log-mel cache root (default $HEAR_ABT_CACHE or ~/.cache/hear_abt)")
-    g.add_argument("--prepare", action="store_true", help="build the log-mel cache and exit")
+    g.add_argument("--prepare", action="store_true", help="build the log-mel cache and exit (resumes an interrupted "
+                   "build; under torchrun, local rank 0 of each node builds that node's copy)")
+    g.add_argument("--workers", type=int, help="decoding processes for the cache build (default -1: one per core; 0: none)")
     g = p.add_argument_group("run")
     g.add_argument("--run-dir", help="logs, plots, state.pt and encoder.pt go here")
     g.add_argument("--encoder", help=f"encoder name, one of: {', '.join(sorted(ENCODERS))} (default: {defaults.encoder})")
@@ -50,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=float, help=f"train this many passes over the data (default: {defaults.epochs:g})")
     g.add_argument("--batch-size", type=int, help="global batch size (split across processes)")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    g.add_argument("--lr-scaling", choices=("none", "linear"), help="none: lr_weights / lr_biases as given (default); "
+                   "linear: times batch_size / 256 (Barlow Twins' rule)")
     g.add_argument("--seed", type=int, help="seed of the weights, clip order, crops and augmentations")
     g.add_argument("--init-from", metavar="CKPT", help="start the encoder from this HEAR checkpoint (weights and its "
                    "input normalisation; the projector starts fresh): continue pretraining an exported model on new data")
@@ -111,7 +115,9 @@ def _main(argv: Sequence[str] | None) -> dict | None:
     if args.prepare:
         from . import distributed as D
 
-        cache = loop.open_cache(cfg, D.DistContext())
+        if int(os.environ.get("LOCAL_RANK", "0")) != 0:  # one build per node under torchrun
+            return None
+        cache = loop.open_cache(cfg, D.DistContext())  # CacheBuildBusy is a HearAbtError: main() reports it
         print(f"log-mel cache ready: {cache.folder} ({len(cache)} clips, {cache.index['skipped']} skipped)")
         return None
     try:

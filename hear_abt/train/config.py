@@ -18,6 +18,9 @@ from ..errors import ConfigError
 from ..fields import reject_unknown
 from ..frontend import MelConfig
 
+LR_SCALINGS = ("none", "linear")
+LR_REFERENCE_BATCH = 256  # lr_scaling=linear: the batch the given rates are meant for
+
 
 @dataclass
 class TrainConfig:
@@ -25,7 +28,7 @@ class TrainConfig:
     data: str = ""  # folder (searched recursively) or CSV manifest with a `path` column
     run_dir: str = "runs/abt"
     cache_dir: str = ""  # "" -> $HEAR_ABT_CACHE or ~/.cache/hear_abt
-    workers: int = 2  # decoding processes while building the log-mel cache
+    workers: int = -1  # decoding processes while building the log-mel cache; -1 = one per core, 0 = none
     mel: dict = field(default_factory=lambda: MelConfig().to_dict())
     crop_frames: int = 96  # ~0.95 s at a 10 ms hop
 
@@ -51,6 +54,9 @@ class TrainConfig:
     optimizer: str = "auto"  # lars | adamw | auto (adamw for vit* encoders, else lars)
     lr_weights: float = 0.4
     lr_biases: float = 0.0048
+    # none: LARS uses lr_weights / lr_biases as given; linear: times
+    # batch_size / 256 (Barlow Twins' rule, so a larger batch keeps its step size)
+    lr_scaling: str = "none"
     weight_decay: float = 1e-5
     lars_eta: float = 0.001
     momentum: float = 0.9
@@ -100,6 +106,10 @@ class TrainConfig:
             raise ValueError("batch_size must be >= 2 (Barlow Twins normalises over the batch)")
         if self.optimizer not in ("auto", "lars", "adamw"):
             raise ValueError(f"optimizer must be auto, lars or adamw, got {self.optimizer!r}")
+        if self.lr_scaling not in LR_SCALINGS:
+            raise ValueError(f"lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {self.lr_scaling!r}")
+        if self.lr_scaling != "none" and self.resolved_optimizer != "lars":
+            raise ValueError(f"lr_scaling={self.lr_scaling} applies to LARS; AdamW's rate is already adamw_lr x batch_size / 128")
         if self.amp not in ("auto", "bf16", "off"):
             raise ValueError(f"amp must be auto, bf16 or off, got {self.amp!r}")
         if not 0 <= self.mixup_ratio < 1:
@@ -110,6 +120,11 @@ class TrainConfig:
     @property
     def mel_config(self) -> MelConfig:
         return MelConfig.from_dict(self.mel)
+
+    @property
+    def lr_scale(self) -> float:
+        """The factor lr_weights and lr_biases are multiplied by (LARS)."""
+        return self.batch_size / LR_REFERENCE_BATCH if self.lr_scaling == "linear" else 1.0
 
     @property
     def resolved_optimizer(self) -> str:

@@ -5,8 +5,9 @@ its log-mels are stored in a cache folder: one fp16 memmap of all frames
 [total_frames, n_mels], the clips' (offset, frames) in clips.npy, the file
 list and a JSON index with the normalisation statistics. The folder's name is
 a hash of the MelConfig and the file list, so changing either builds a new
-cache and an unchanged corpus reuses the old one. Training from a built cache
-never imports soundfile (the GPU machine may not have it).
+cache and an unchanged corpus reuses the old one. cache_build.py builds it
+(resumably, on every core). Training from a built cache never imports
+soundfile (the GPU machine may not have it).
 
 Every random choice (clip order, crop offsets) is a pure function of
 (seed, step): resuming at step s replays exactly what an uninterrupted run
@@ -22,17 +23,15 @@ import json
 import logging
 import math
 import os
-import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..errors import DataError
-from ..frontend import LogMel, MelConfig, measure_norm_stats
+from ..frontend import LogMel, MelConfig
 
 log = logging.getLogger(__name__)
 
@@ -95,35 +94,7 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("HEAR_ABT_CACHE", "~/.cache/hear_abt")).expanduser() / "mels"
 
 
-# ---------------------------------------------------------------- building
-class _DecodeFiles(torch.utils.data.Dataset):
-    """File i -> (i, log-mel [frames, n_mels] fp16 or None, reason)."""
-
-    def __init__(self, files: Sequence[str], mel: MelConfig):
-        self.files, self.mel = list(files), mel
-        self.lm: LogMel | None = None
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int):
-        from ..audio_io import AudioReadError, read_audio
-
-        if self.lm is None:
-            self.lm = LogMel(self.mel)
-        try:
-            wav, _ = read_audio(self.files[i], self.mel.sample_rate)
-        except AudioReadError as e:
-            return i, None, str(e)
-        except Exception as e:  # a decoder crash on one file must not stop the build
-            return i, None, f"{self.files[i]}: {type(e).__name__}: {e}"
-        if wav.numel() == 0 or float(wav.abs().max()) < SILENCE_PEAK:
-            return i, None, f"{self.files[i]}: silent (peak below {SILENCE_PEAK:g})"
-        with torch.no_grad():
-            mel = log_mel_chunked(self.lm, wav)
-        return i, mel.T.contiguous().to(torch.float16).numpy(), ""
-
-
+# ---------------------------------------------------------------- decoding
 def log_mel_chunked(lm: LogMel, wav: torch.Tensor) -> torch.Tensor:
     """[samples] -> [n_mels, frames], a minute of frames at a time so that hour-
     long files fit in memory; identical to lm(wav[None])[0]."""
@@ -139,98 +110,8 @@ def log_mel_chunked(lm: LogMel, wav: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
-def _identity(x):
-    return x
-
-
-def _one_thread(_: int) -> None:
-    torch.set_num_threads(1)  # decoding processes must not each claim every core
-
-
 class CacheError(DataError):
     """A log-mel cache folder that is incomplete or inconsistent."""
-
-
-def _building_name(folder: Path) -> str:
-    return f"{folder.name}.building-{socket.gethostname()}-{os.getpid()}"
-
-
-def _remove_stale_builds(folder: Path) -> None:
-    """Delete the half-built copies of `folder` that killed processes on this
-    host left behind (a build still running here, or on another host of a
-    shared disk, is left alone)."""
-    host = socket.gethostname()
-    for p in folder.parent.glob(f"{folder.name}.building-*"):
-        h, _, pid = p.name.rpartition(".building-")[2].rpartition("-")
-        if h != host or not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            log.info("removing %s, left by an interrupted cache build", p)
-            shutil.rmtree(p, ignore_errors=True)
-        except PermissionError:
-            pass
-
-
-def build_cache(files: Sequence[str], mel: MelConfig, folder: Path, workers: int = 2) -> None:
-    """Decode every file into `folder` (written beside it, renamed into place
-    when complete, so an interrupted build leaves nothing half-made)."""
-    from tqdm import tqdm
-
-    _remove_stale_builds(folder)
-    tmp = folder.with_name(_building_name(folder))
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    clips: list[tuple[int, int]] = []
-    kept: list[str] = []
-    skipped: list[tuple[str, str]] = []
-    loader = torch.utils.data.DataLoader(
-        _DecodeFiles(files, mel), batch_size=None, num_workers=max(0, workers), collate_fn=_identity,
-        worker_init_fn=_one_thread,
-    )
-    offset = 0
-
-    def stored_mels() -> Iterator[torch.Tensor]:
-        nonlocal offset
-        with open(tmp / "mels.f16", "wb") as out:
-            for i, m, reason in tqdm(loader, total=len(files), desc="log-mel cache", unit="file", mininterval=2):
-                if m is None:
-                    skipped.append((files[i], reason))
-                    log.warning("skipping %s", reason)
-                    continue
-                out.write(m.tobytes())
-                clips.append((offset, m.shape[0]))
-                kept.append(files[i])
-                offset += m.shape[0]
-                yield torch.from_numpy(m)
-
-    try:
-        mean, std = measure_norm_stats(stored_mels())
-    except ValueError:
-        raise DataError(
-            f"none of the {len(files)} files gave usable audio ({len(skipped)} skipped; first: "
-            f"{skipped[0][1] if skipped else '-'}). Check --data."
-        ) from None
-    np.save(tmp / "clips.npy", np.asarray(clips, dtype=np.int64).reshape(-1, 2))
-    (tmp / "files.txt").write_text("".join(f + "\n" for f in kept), encoding="utf-8")
-    report = {"listed": len(files), "kept": len(kept), "skipped": len(skipped), "skipped_files": [{"path": p, "reason": r} for p, r in skipped]}
-    (tmp / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-    index = {
-        "cache_version": CACHE_VERSION,
-        "key": folder.name,
-        "mel": mel.to_dict(),
-        "n_clips": len(kept),
-        "total_frames": offset,
-        "norm_stats": [mean, std],
-        "listed": len(files),
-        "skipped": len(skipped),
-    }
-    (tmp / "index.json").write_text(json.dumps(index, indent=1), encoding="utf-8")
-    if folder.exists():  # another process finished first: keep its copy
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.replace(tmp, folder)
 
 
 # ---------------------------------------------------------------- reading
@@ -301,29 +182,16 @@ class MelCache:
         return torch.from_numpy(out).transpose(1, 2).unsqueeze(1)
 
 
-def open_or_build_cache(files: Sequence[str], mel: MelConfig, root: str | Path, workers: int = 2, build: bool = True) -> MelCache:
-    """The cache for these files and this MelConfig, built when missing."""
-    folder = Path(root).expanduser() / cache_key(files, mel)
-    if folder.exists():
-        try:
-            cache = MelCache.open(folder)
-            if cache.index.get("key", folder.name) != folder.name:
-                raise CacheError(f"{folder / 'index.json'} has the key {cache.index['key']}, not its folder's {folder.name}")
-        except CacheError as e:
-            if not build:
-                raise
-            log.warning("%s; rebuilding the cache", e)
-            aside = folder.with_name(f"{folder.name}.invalid-{socket.gethostname()}-{os.getpid()}")
-            os.replace(folder, aside)
-            shutil.rmtree(aside, ignore_errors=True)
-    if not (folder / "index.json").is_file():
-        if not build:
-            raise FileNotFoundError(folder)
-        log.info("building the log-mel cache of %d files in %s", len(files), folder)
-        build_cache(files, mel, folder, workers)
-    cache = MelCache.open(folder)
-    log.info("log-mel cache %s: %d clips, %d skipped", folder, len(cache), cache.index["skipped"])
-    return cache
+_MOVED = {"build_cache", "open_or_build_cache", "_remove_stale_builds", "_DecodeFiles"}
+
+
+def __getattr__(name: str):
+    """The build side lives in cache_build; its old names still import from here."""
+    if name in _MOVED:
+        from . import cache_build
+
+        return getattr(cache_build, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------- data order

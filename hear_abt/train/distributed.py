@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -57,7 +58,8 @@ def setup(device: str = "auto") -> DistContext:
     if world > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        # Long timeout: rank 0 may be building the log-mel cache while the others wait.
+        # Long timeout: the main process runs the online probe while the others wait at the next
+        # collective. (No process builds the log-mel cache under torchrun: see cache_build.)
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=2))
     return DistContext(rank, world, local, dev)
 
@@ -79,6 +81,40 @@ def all_gather_cat(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     parts = [torch.empty_like(x) for _ in range(ctx.world_size)]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts)
+
+
+def all_gather_object(obj: Any, ctx: DistContext) -> list[Any]:
+    """Every process's obj, in rank order (a small picklable status)."""
+    if not ctx.distributed:
+        return [obj]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def kept_rows(n_keep: int, local_batch: int, world_size: int) -> list[tuple[int, int]]:
+    """For each rank, the (start, stop) of its local rows that fall in the
+    last n_keep rows of the global batch (contiguous per-rank slices)."""
+    total = local_batch * world_size
+    first = max(0, total - max(0, n_keep))
+    return [(min(local_batch, max(0, first - r * local_batch)), local_batch) for r in range(world_size)]
+
+
+def gather_tail(x: torch.Tensor, n_keep: int, ctx: DistContext) -> torch.Tensor:
+    """The last n_keep rows of the global batch (every process's x in rank
+    order), on every process: the same as all_gather_cat(x, ctx)[-n_keep:]
+    but only those rows cross the network, one broadcast per rank that holds
+    some (no grad)."""
+    if not ctx.distributed:
+        return x[max(0, x.shape[0] - max(0, n_keep)):]
+    parts = []
+    for r, (lo, hi) in enumerate(kept_rows(n_keep, x.shape[0], ctx.world_size)):
+        if hi <= lo:
+            continue
+        buf = x[lo:hi].contiguous() if r == ctx.rank else x.new_empty((hi - lo, *x.shape[1:]))
+        dist.broadcast(buf, src=r)
+        parts.append(buf)
+    return torch.cat(parts) if parts else x[:0]
 
 
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):

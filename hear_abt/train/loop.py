@@ -9,8 +9,9 @@ N/2 + resume + N/2 give bitwise identical weights (on a deterministic device).
 
 DDP: the global batch is split into contiguous per-process slices; every
 process draws the augmentation parameters of the whole global batch and uses
-its slice; the Mixup bank is fed the all-gathered global batch so it is the
-same on every process; BatchNorms and the loss see the global batch. Hence 1
+its slice; the Mixup bank is fed the global batch's last `mixup_bank` rows
+(the only ones it keeps; only they cross the network) so it is the same on
+every process; BatchNorms and the loss see the global batch. Hence 1
 process and N processes compute the same thing up to float summation order.
 
 The run folder's state files live in state.py, log.csv and the plots in
@@ -34,17 +35,9 @@ from ..errors import ConfigError, DataError, TrainError
 from . import distributed as D
 from .augment import ABTAugment, MixupBank, RandomLinearFader, RandomResizeCrop, slice_params
 from .barlow import BarlowTwinsLoss, BarlowTwinsModel
+from .cache_build import open_training_cache
 from .config import TrainConfig
-from .data import (
-    CacheError,
-    MelCache,
-    default_cache_root,
-    derive_seed,
-    generator_for,
-    global_batch,
-    list_audio,
-    open_or_build_cache,
-)
+from .data import MelCache, derive_seed, generator_for, global_batch
 from .encoder_io import export_encoder, load_init
 from .optim import build_optimizer, encoder_factor, lr_factor, set_lr
 from .runlog import LOG_FIELDS, RunLog, complete_row
@@ -95,25 +88,10 @@ def _amp_context(cfg: TrainConfig, device: torch.device):
 
 
 def open_cache(cfg: TrainConfig, ctx: D.DistContext) -> MelCache:
-    """List the files and open their cache; the main process builds it when
-    missing while the others wait. `data` may also be a built cache folder
-    (one holding index.json), e.g. copied to a machine without the audio."""
-    if (Path(cfg.data) / "index.json").is_file():
-        try:
-            cache = MelCache.open(cfg.data)
-        except CacheError as e:
-            raise DataError(f"--data {cfg.data}: {e}") from None
-        if cache.mel != cfg.mel_config:
-            raise DataError(f"{cfg.data} was built with {cache.mel}, the config asks for {cfg.mel_config}")
-        return cache
-    files = list_audio(cfg.data)
-    root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_root()
-    if ctx.is_main:
-        cache = open_or_build_cache(files, cfg.mel_config, root, cfg.workers)
-    D.barrier(ctx)
-    if not ctx.is_main:
-        cache = open_or_build_cache(files, cfg.mel_config, root, build=False)
-    return cache
+    """The run's log-mel cache (cache_build.open_training_cache): built when
+    missing by a single process; under torchrun a missing copy on any node
+    stops every process at once, naming the node and the --prepare command."""
+    return open_training_cache(cfg, ctx)
 
 
 def _norm_stats(cache: MelCache, state: dict | None, init: dict | None) -> tuple[float, float]:
@@ -278,7 +256,7 @@ class _Run:
             loss.backward()
             self.opt.step()
             with torch.no_grad():  # the bank takes good batches only (for the next steps)
-                self.aug.mixup.push(D.all_gather_cat(x, self.ctx))
+                self.aug.mixup.push(D.gather_tail(x, self.aug.mixup.capacity, self.ctx))
             self.bad_run = 0
         else:
             self._skip(lv, saved)

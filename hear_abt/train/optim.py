@@ -60,11 +60,14 @@ def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """LARS (conv encoders, the paper) or AdamW (ViT encoders); each group
-    remembers its peak lr in 'base_lr' for the schedule."""
+    remembers its peak lr in 'base_lr' for the schedule. LARS rates are
+    multiplied by cfg.lr_scale (lr_scaling); AdamW's is always adamw_lr x
+    batch_size / 128."""
     weights, others = split_params(model)
     if cfg.resolved_optimizer == "lars":
-        groups = [dict(params=weights, lr=cfg.lr_weights, weight_decay=cfg.weight_decay, lars=True),
-                  dict(params=others, lr=cfg.lr_biases, weight_decay=0.0, lars=False)]
+        k = cfg.lr_scale
+        groups = [dict(params=weights, lr=cfg.lr_weights * k, weight_decay=cfg.weight_decay, lars=True),
+                  dict(params=others, lr=cfg.lr_biases * k, weight_decay=0.0, lars=False)]
     else:
         groups = [dict(params=weights, weight_decay=cfg.adamw_weight_decay), dict(params=others, weight_decay=0.0)]
     if cfg.freeze_encoder_steps > 0:  # only then: the groups of existing training states stay as they were
@@ -72,7 +75,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         groups = [dict(g, params=[p for p in g["params"] if (id(p) in in_encoder) == enc], encoder=enc)
                   for g in groups for enc in (True, False)]
     if cfg.resolved_optimizer == "lars":
-        opt = LARS(groups, lr=cfg.lr_weights, momentum=cfg.momentum, eta=cfg.lars_eta)
+        opt = LARS(groups, lr=cfg.lr_weights * k, momentum=cfg.momentum, eta=cfg.lars_eta)
     else:
         opt = torch.optim.AdamW(groups, lr=cfg.adamw_lr * cfg.batch_size / 128)
     for g in opt.param_groups:
