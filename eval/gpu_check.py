@@ -79,7 +79,7 @@ def prepare(out: Path, n_clips: int = 1100) -> Path:
     cache of real audio (the bundled clip and the freedesktop sounds, listed
     `n_clips` times over in a manifest so batch 1024 fits one epoch) and the
     bundled clip as a tensor. Needs soundfile (this machine, not the GPU one)."""
-    from hear_abt.train.data import open_or_build_cache
+    from hear_abt.train.cache_build import open_or_build_cache
 
     sources = [EXAMPLE_WAV, *sorted(Path("/usr/share/sounds/freedesktop/stereo").glob("*.oga"))]
     _fresh_folder_with_example(out)

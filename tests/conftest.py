@@ -96,7 +96,8 @@ def audio_corpus(tmp_path_factory) -> Path:
 def mel_cache_root(audio_corpus, tmp_path_factory) -> Path:
     """A cache root holding the built log-mel cache of audio_corpus."""
     from hear_abt.frontend import MelConfig
-    from hear_abt.train.data import list_audio, open_or_build_cache
+    from hear_abt.train.cache_build import open_or_build_cache
+    from hear_abt.train.data import list_audio
 
     root = tmp_path_factory.mktemp("melcache")
     open_or_build_cache(list_audio(audio_corpus), MelConfig(), root, workers=0)

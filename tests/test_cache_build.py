@@ -60,7 +60,7 @@ def test_killed_build_resumes_its_finished_shards_and_matches_an_uninterrupted_o
     tmp = B.building_path(folder)
     assert not folder.exists() and sorted(p.name for p in (tmp / B.PROGRESS).iterdir()) == ["shard-000000.json", "shard-000001.json"]
     with pytest.raises(FileNotFoundError):  # nothing to train on yet
-        D.open_or_build_cache(files, MelConfig(), root, build=False)
+        B.open_or_build_cache(files, MelConfig(), root, build=False)
     owner = json.loads((tmp / "owner.json").read_text())
     assert owner["host"] == socket.gethostname() and owner["pid"] > 0
 

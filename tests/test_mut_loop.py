@@ -39,7 +39,8 @@ def clips(tmp_path_factory) -> tuple[Path, Path, Path]:
     import soundfile as sf
 
     from hear_abt.frontend import MelConfig
-    from hear_abt.train.data import list_audio, open_or_build_cache
+    from hear_abt.train.cache_build import open_or_build_cache
+    from hear_abt.train.data import list_audio
 
     base = tmp_path_factory.mktemp("clipcorpus")
     wav, sr = sf.read(EXAMPLE, dtype="float32")

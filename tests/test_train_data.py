@@ -12,6 +12,7 @@ import torch
 from hear_abt.errors import DataError
 from hear_abt.frontend import LogMel, MelConfig
 from hear_abt.train import data as D
+from hear_abt.train.cache_build import open_or_build_cache
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -19,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_cache_skips_bad_files_and_reports_them(audio_corpus, mel_cache_root):
     files = D.list_audio(audio_corpus)
     assert any("/sub/" in f for f in files)  # recursive
-    cache = D.open_or_build_cache(files, MelConfig(), mel_cache_root, build=False)  # reused, not rebuilt
+    cache = open_or_build_cache(files, MelConfig(), mel_cache_root, build=False)  # reused, not rebuilt
     report = json.loads((cache.folder / "report.json").read_text())
     skipped = {r["path"].rsplit("/", 1)[-1]: r["reason"] for r in report["skipped_files"]}
     assert set(skipped) == {"corrupt.wav", "empty.wav", "silent.wav"}
@@ -51,7 +52,7 @@ def test_csv_manifest_relative_paths(audio_corpus, tmp_path):
 
 
 def test_crops_shape_and_padding(audio_corpus, mel_cache_root):
-    cache = D.open_or_build_cache(D.list_audio(audio_corpus), MelConfig(), mel_cache_root, build=False)
+    cache = open_or_build_cache(D.list_audio(audio_corpus), MelConfig(), mel_cache_root, build=False)
     n = cache.clips[:, 1]
     short, long_ = int(np.argmin(n)), int(np.argmax(n))
     x = cache.crops(torch.tensor([short, long_]), torch.tensor([0.0, 0.5], dtype=torch.float64), 96)
@@ -144,9 +145,9 @@ def test_damaged_cache_is_rebuilt_or_refused_by_name(audio_corpus, cache_copy, h
         with pytest.raises(D.CacheError, match=expect):
             D.MelCache.open(folder)
     with pytest.raises(D.CacheError, match=expect):  # a DDP rank that may not build
-        D.open_or_build_cache(files, MelConfig(), root, build=False)
+        open_or_build_cache(files, MelConfig(), root, build=False)
     with caplog.at_level("WARNING"):
-        cache = D.open_or_build_cache(files, MelConfig(), root, workers=0)
+        cache = open_or_build_cache(files, MelConfig(), root, workers=0)
     assert expect in caplog.text and "rebuilding" in caplog.text
     assert cache.folder == folder and len(cache) == len(files) - 3
     assert (folder / "files.txt").read_bytes() == good["files.txt"] and (folder / "clips.npy").read_bytes() == good["clips.npy"]

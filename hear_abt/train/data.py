@@ -182,18 +182,6 @@ class MelCache:
         return torch.from_numpy(out).transpose(1, 2).unsqueeze(1)
 
 
-_MOVED = {"build_cache", "open_or_build_cache", "_remove_stale_builds", "_DecodeFiles"}
-
-
-def __getattr__(name: str):
-    """The build side lives in cache_build; its old names still import from here."""
-    if name in _MOVED:
-        from . import cache_build
-
-        return getattr(cache_build, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # ---------------------------------------------------------------- data order
 @functools.lru_cache(maxsize=2)
 def _epoch_order(n_clips: int, seed: int, epoch: int) -> torch.Tensor:
