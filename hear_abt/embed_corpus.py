@@ -10,6 +10,7 @@ rounding at most). A bad file is reported and never stops the others.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -346,33 +347,57 @@ def embed_corpus(
         elif sum(map(len, groups.values())) > 2 * batch_size:  # bound the buffer: the oldest length goes
             flush(next(iter(groups)))
 
+    def inline(js: Iterable[Job]) -> Iterable[tuple[Job, tuple[np.ndarray, list[str]] | BaseException]]:
+        for j in js:
+            try:
+                yield j, decode(str(j.src), sr, max_seconds)
+            except Exception as e:  # noqa: BLE001 - reported per file
+                yield j, e
+
     def results() -> Iterable[tuple[Job, tuple[np.ndarray, list[str]] | BaseException]]:
         if workers == 0:
-            for j in todo:
-                try:
-                    yield j, decode(str(j.src), sr, max_seconds)
-                except Exception as e:  # noqa: BLE001 - reported per file
-                    yield j, e
+            yield from inline(todo)
             return
         import multiprocessing as mp
+        from concurrent.futures.process import BrokenProcessPool
 
         window = 4 * workers + 2 * batch_size  # decoded clips in flight: bounded memory
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
-            queue: deque[tuple[Job, Future]] = deque()
-            it = iter(todo)
-            for j in it:
+        queue: deque[tuple[Job, Future]] = deque()
+        it = iter(todo)
+        rest: list[Job] = []
+
+        def submit(j: Job) -> None:
+            try:
                 queue.append((j, pool.submit(decode, str(j.src), sr, max_seconds)))
-                if len(queue) >= window:
-                    break
+            except BrokenProcessPool:
+                rest.append(j)
+
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
+        try:
+            for j in itertools.islice(it, window):
+                submit(j)
             while queue:
                 j, fut = queue.popleft()
+                try:
+                    got: tuple[np.ndarray, list[str]] | BaseException = fut.result()
+                except BrokenProcessPool:
+                    # A worker died (out of memory, killed): this file is the likely cause; the
+                    # others are decoded here, one at a time.
+                    yield j, RuntimeError("a decoding worker died on this file (out of memory?)")
+                    rest = [q for q, _ in queue] + rest + list(it)
+                    queue.clear()
+                    break
+                except Exception as e:  # noqa: BLE001 - reported per file
+                    got = e
                 nxt = next(it, None)
                 if nxt is not None:
-                    queue.append((nxt, pool.submit(decode, str(nxt.src), sr, max_seconds)))
-                try:
-                    yield j, fut.result()
-                except Exception as e:  # noqa: BLE001 - reported per file
-                    yield j, e
+                    submit(nxt)
+                yield j, got
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if rest:
+            log.warning("decoding the remaining %d files in the main process", len(rest))
+        yield from inline(rest)
 
     try:
         for job, got in results():
