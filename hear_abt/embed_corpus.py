@@ -251,23 +251,30 @@ class _Progress:
 
 
 def embed_batch(model: ABTModel, clips: Sequence[np.ndarray], fmt: str, timestamps: bool) -> list[dict[str, Any]]:
-    """Equal-length clips -> per clip {"scene", and "embedding"/"times_ms" when wanted} (numpy)."""
+    """Equal-length clips -> per clip {"scene", and "embedding"/"times_ms" when wanted} (numpy).
+
+    One frame pass serves both poolings: the same operations as the HEAR API's
+    scene_embeddings and timestamp_embeddings, which would each run it.
+    """
     import torch
 
     from . import embed
     from .hear_api import _check_audio, _eval_mode
 
+    want_ts = fmt == "npz" or timestamps
     x = _check_audio(torch.from_numpy(np.stack(clips)).to(model.device), model)
     with _eval_mode(model):
-        scene = embed.scene_embeddings(model, x).cpu().numpy()
-        if fmt == "npz" or timestamps:
-            emb, ts = embed.timestamp_embeddings(model, x)
-            emb, ts = emb.cpu().numpy(), ts.cpu().numpy()
+        frames = embed.clip_frames(model, x)
+        if want_ts or model.options.scene_pooling == "timestamps":
+            ts = embed.timestamps_ms(model, x.shape[1], x.device)
+            emb = embed._pool_timestamps(model, frames, ts)
+        scene = emb.mean(dim=1) if model.options.scene_pooling == "timestamps" else embed.pool_clip(frames)
+    scene = scene.cpu().numpy()
     out = []
     for i in range(len(clips)):
         r: dict[str, Any] = {"scene": scene[i]}
-        if fmt == "npz" or timestamps:
-            r["embedding"], r["times_ms"] = emb[i], ts[i]
+        if want_ts:
+            r["embedding"], r["times_ms"] = emb[i].cpu().numpy(), ts.cpu().numpy()
         out.append(r)
     return out
 
