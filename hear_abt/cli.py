@@ -112,6 +112,20 @@ def cmd_embed(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from . import load_model
+    from .export import export_model
+
+    model = load_model(args.model or "")
+    try:
+        path = export_model(model, args.output, args.format)
+    except ModuleNotFoundError as e:
+        raise ValueError(f"{e}: ONNX export needs the export extra: pip install 'hear-abt[export]'") from None
+    d = model.scene_embedding_size
+    print(f"wrote {args.format} model to {path}: waveform [batch, samples] float32 at {model.sample_rate} Hz -> "
+          f"frames [batch, time, {d}] every {model.frame_ms:g} ms, scene [batch, {d}]")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .encoders import ENCODERS
@@ -201,6 +215,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch device to embed on, e.g. cpu, cuda, cuda:1 (default: %(default)s; under torchrun cuda:LOCAL_RANK)",
     )
     pe.set_defaults(func=cmd_embed)
+
+    px = sub.add_parser(
+        "export", help="export the model to ONNX or TorchScript (log-mel included)",
+        description="Write the model as one graph from a 16 kHz mono waveform [batch, samples] to frame features "
+        "[batch, time, D] and the scene embedding [batch, D]. Inside: STFT, mel, log, normalisation, encoder, "
+        "scene pooling; batch and length are dynamic. Outside: resampling, down-mixing, padding of clips shorter "
+        "than one frame, and the HEAR timestamp pooling. ONNX needs `pip install 'hear-abt[export]'`.",
+    )
+    px.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="the file's format")
+    px.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write it (.onnx or .pt)")
+    px.add_argument("--model", metavar="FILE.pt", help="checkpoint (default: the bundled one)")
+    px.set_defaults(func=cmd_export)
     return p
 
 
