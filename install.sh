@@ -13,5 +13,6 @@ bash scripts/install_apt.sh
 "$PY" -m pip install -q -r requirements/torch.txt
 bash scripts/install_hear.sh
 "$PY" -m pip install -q -r requirements/test.txt
+"$PY" -m pip install -q -r requirements/export.txt && "$PY" -m pip install -q --no-deps xares==0.1.3
 "$PY" -m pip install -q --no-deps --no-build-isolation -e .
 echo "hear-abt installed: $("$PY" -c 'import hear_abt; print(hear_abt.__version__, hear_abt.__file__)')"

@@ -43,6 +43,8 @@ setup(
     extras_require={
         "train": ["matplotlib>=3.5", "pyyaml>=6"],
         "eval": ["scikit-learn>=1.0", "matplotlib>=3.5"],
+        # `hear-abt export --format onnx`, and running the exported graph without torch.
+        "export": ["onnx>=1.15", "onnxruntime>=1.17"],
     },
     entry_points={"console_scripts": ["hear-abt=hear_abt.cli:main"]},
 )

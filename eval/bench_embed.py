@@ -114,6 +114,19 @@ def peers(seconds: float, repeat: int, device: str, tmp: Path) -> list[dict]:
     add("hear-abt default (audiontt, bundled checkpoint)", lambda: default.to(device),
         hear_abt.get_timestamp_embeddings, hear_abt.get_scene_embeddings)
     add("original ABT wrapper, framed 950/50 ms (audiontt)", lambda: default, framed_embeddings, None)
+
+    def onnx_session():
+        """The default exported by `hear-abt export --format onnx`, in onnxruntime (its graph gives frames and scene)."""
+        import onnxruntime as ort
+
+        from hear_abt.export import export_model
+
+        path = export_model(hear_abt.load_model(""), tmp / "abt.onnx", "onnx")
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    if device == "cpu":
+        add("hear-abt default exported to ONNX, onnxruntime CPU", onnx_session, None,
+            lambda a, sess: sess.run(None, {"waveform": a.cpu().numpy()}))
     for name in ENCODERS:
         path = tmp / f"{name}.pt"
         cli(["init", "--encoder", name, "-o", str(path)])

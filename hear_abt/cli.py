@@ -86,57 +86,46 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(json.dumps(info, indent=2))
 
 
-def _check_output_names(files: Sequence[Path]) -> list[Path]:
-    """Outputs are named <stem>.*.npy in one folder, so two inputs with the same
-    stem (a.wav, a.flac, x/a.wav) would overwrite each other: refuse before
-    embedding anything. An error (not renamed outputs) keeps every output name
-    predictable from its input. The same file given twice is embedded once."""
-    unique = list(dict.fromkeys(f.resolve() for f in files))
-    by_stem: dict[str, list[Path]] = {}
-    for f in unique:
-        by_stem.setdefault(f.stem, []).append(f)
-    clashes = {s: fs for s, fs in by_stem.items() if len(fs) > 1}
-    if clashes:
-        listed = "; ".join(f"{s}: {', '.join(map(str, fs))}" for s, fs in sorted(clashes.items()))
-        raise ValueError(
-            f"inputs with the same name would overwrite each other's <name>.*.npy outputs ({listed}); "
-            "embed them into different --output folders or rename them"
-        )
-    return unique
-
-
 def cmd_embed(args: argparse.Namespace) -> None:
-    import numpy as np
-    from tqdm import tqdm
+    from . import load_model
+    from .embed_corpus import embed_corpus, list_jobs, parse_shard, read_list, shard
 
-    from . import get_scene_embeddings, get_timestamp_embeddings, load_model
-    from .audio_io import AudioReadError, read_audio
-
-    files = _audio_files(args.files)
-    if not files:
-        raise SystemExit("no audio files given")
-    files = _check_output_names(files)
-    model = load_model(args.model or "").to(args.device)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    failed = 0
-    for f in tqdm(files, desc="embedding", unit="file", disable=None):
-        try:
-            wav, _ = read_audio(f, model.sample_rate)
-        except AudioReadError as e:
-            logging.error("skipped: %s", e)
-            failed += 1
-            continue
-        x = wav.unsqueeze(0).to(args.device)
-        stem = out / f.stem
-        np.save(f"{stem}.scene.npy", get_scene_embeddings(x, model)[0].cpu().numpy())
-        if args.timestamps:
-            emb, ts = get_timestamp_embeddings(x, model)
-            np.save(f"{stem}.timestamps.npy", emb[0].cpu().numpy())
-            np.save(f"{stem}.times_ms.npy", ts[0].cpu().numpy())
-    print(f"embedded {len(files) - failed} of {len(files)} files into {out}")
-    if failed:
+    if not args.files and not args.from_list:
+        raise ValueError("no audio files given: name files or folders, or --from-list FILE ('-': standard input)")
+    jobs, problems = list_jobs(args.files, read_list(args.from_list) if args.from_list else (), args.layout)
+    for msg in problems:
+        logging.error("skipped: %s", msg)
+    index, count = parse_shard(args.shard)
+    jobs = shard(jobs, index, count)
+    device = args.device
+    if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    model = load_model(args.model or "").to(device)
+    workers = (os.cpu_count() or 1) if args.workers is None else args.workers
+    summary = embed_corpus(
+        model, jobs, args.output, fmt=args.format, timestamps=args.timestamps, batch_size=args.batch_size,
+        workers=workers, skip_existing=args.skip_existing, max_seconds=args.max_duration, quiet=args.quiet,
+    )
+    summary.total += len(problems)
+    summary.failures += problems
+    where = f" (shard {index}/{count})" if count > 1 else ""
+    print(summary.line(Path(args.output)) + where)
+    if summary.failures:
         raise SystemExit(1)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from . import load_model
+    from .export import export_model
+
+    model = load_model(args.model or "")
+    try:
+        path = export_model(model, args.output, args.format)
+    except ModuleNotFoundError as e:
+        raise ValueError(f"{e}: ONNX export needs the export extra: pip install 'hear-abt[export]'") from None
+    d = model.scene_embedding_size
+    print(f"wrote {args.format} model to {path}: waveform [batch, samples] float32 at {model.sample_rate} Hz -> "
+          f"frames [batch, time, {d}] every {model.frame_ms:g} ms, scene [batch, {d}]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,20 +174,61 @@ def build_parser() -> argparse.ArgumentParser:
     pn.set_defaults(func=cmd_info)
 
     pe = sub.add_parser(
-        "embed", help="embed audio files (any sample rate/channels) to .npy",
-        description="Embed audio files with a checkpoint: each file is down-mixed and resampled to 16 kHz, and "
-        "OUTPUT/<name>.scene.npy is written (with --timestamps also <name>.timestamps.npy and <name>.times_ms.npy). "
-        "Unreadable files are reported and skipped (exit status 1).",
+        "embed", help="embed audio files or whole corpora (any sample rate/channels) to .npy or .npz",
+        description="Embed audio files with a checkpoint: each file is down-mixed and resampled to 16 kHz. "
+        "A file named directly is written as OUTPUT/<name>.scene.npy; a folder's files mirror the folder "
+        "(a/x.wav -> OUTPUT/a/x.scene.npy). --timestamps adds <name>.timestamps.npy and <name>.times_ms.npy; "
+        "--format npz writes one <name>.npz with openl3's keys (embedding, timestamps in seconds) and scene. "
+        "Outputs are written atomically, so a killed run can resume with --skip-existing. Bad files are "
+        "reported and skipped; the exit status is 1 if any failed.",
     )
-    pe.add_argument("files", nargs="+", metavar="FILE_OR_DIR", help="audio files, or folders searched recursively")
+    pe.add_argument("files", nargs="*", metavar="FILE_OR_DIR", help="audio files, or folders searched recursively")
     pe.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (created if missing)")
+    pe.add_argument("--from-list", metavar="FILE", help="also embed the paths listed in FILE, one a line ('-': stdin)")
     pe.add_argument("--model", metavar="FILE.pt", help="checkpoint (default: the bundled one)")
     pe.add_argument("--timestamps", action="store_true", help="also write timestamp embeddings and their times (ms)")
+    pe.add_argument("--format", choices=("npy", "npz"), default="npy", help="output files (default: %(default)s)")
+    pe.add_argument(
+        "--layout", choices=("mirror", "flat"), default="mirror",
+        help="mirror: outputs repeat the folders' tree; flat: all in OUTPUT by file name (default: %(default)s)",
+    )
+    pe.add_argument("--skip-existing", action="store_true", help="leave files whose outputs are all there (resume)")
+    pe.add_argument(
+        "--workers", type=int, metavar="N",
+        help="processes that decode and resample while the model embeds; 0: in the main process "
+        "(default: the number of cores)",
+    )
+    pe.add_argument(
+        "--batch-size", type=int, default=16, metavar="N",
+        help="clips of equal length embedded together (no padding; default: %(default)s)",
+    )
+    pe.add_argument(
+        "--shard", metavar="I/N",
+        help="embed only the I-th of N fixed shares of the sorted file list (0 <= I < N); default: torchrun's "
+        "RANK/WORLD_SIZE when set, else everything",
+    )
+    pe.add_argument(
+        "--max-duration", type=float, default=3600.0, metavar="SECONDS",
+        help="refuse longer files, from their header, before decoding them (default: %(default)g)",
+    )
+    pe.add_argument("-q", "--quiet", action="store_true", help="no progress bar (it is off anyway when not on a terminal)")
     pe.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu",
-        help="torch device to embed on, e.g. cpu, cuda, cuda:1 (default: %(default)s)",
+        help="torch device to embed on, e.g. cpu, cuda, cuda:1 (default: %(default)s; under torchrun cuda:LOCAL_RANK)",
     )
     pe.set_defaults(func=cmd_embed)
+
+    px = sub.add_parser(
+        "export", help="export the model to ONNX or TorchScript (log-mel included)",
+        description="Write the model as one graph from a 16 kHz mono waveform [batch, samples] to frame features "
+        "[batch, time, D] and the scene embedding [batch, D]. Inside: STFT, mel, log, normalisation, encoder, "
+        "scene pooling; batch and length are dynamic. Outside: resampling, down-mixing, padding of clips shorter "
+        "than one frame, and the HEAR timestamp pooling. ONNX needs `pip install 'hear-abt[export]'`.",
+    )
+    px.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="the file's format")
+    px.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write it (.onnx or .pt)")
+    px.add_argument("--model", metavar="FILE.pt", help="checkpoint (default: the bundled one)")
+    px.set_defaults(func=cmd_export)
     return p
 
 

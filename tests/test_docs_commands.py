@@ -110,7 +110,7 @@ def test_hear_abt_commands_in_docs_use_declared_options():
         if ep[1] == "":  # `hear-abt --help`, `hear-abt --version`
             _check_options(ep, top)
             continue
-        assert ep[1] in ("init", "info", "embed"), f"the docs call an unknown command `hear-abt {ep[1]}`"
+        assert ep[1] in ("init", "info", "embed", "export"), f"the docs call an unknown command `hear-abt {ep[1]}`"
         _check_options(ep, top + _subparser(ep[1]).format_help())
 
 
