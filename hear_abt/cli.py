@@ -128,6 +128,54 @@ def cmd_export(args: argparse.Namespace) -> None:
           f"frames [batch, time, {d}] every {model.frame_ms:g} ms, scene [batch, {d}]")
 
 
+def _add_embed_parser(sub: argparse._SubParsersAction) -> None:
+    """The embed command's options: many, since it also serves whole corpora."""
+    pe = sub.add_parser(
+        "embed", help="embed audio files or whole corpora (any sample rate/channels) to .npy or .npz",
+        description="Embed audio files with a checkpoint: each file is down-mixed and resampled to 16 kHz. "
+        "A file named directly is written as OUTPUT/<name>.scene.npy; a folder's files mirror the folder "
+        "(a/x.wav -> OUTPUT/a/x.scene.npy). --timestamps adds <name>.timestamps.npy and <name>.times_ms.npy; "
+        "--format npz writes one <name>.npz with openl3's keys (embedding, timestamps in seconds) and scene. "
+        "Outputs are written atomically, so a killed run can resume with --skip-existing. Bad files are "
+        "reported and skipped; the exit status is 1 if any failed.",
+    )
+    pe.add_argument("files", nargs="*", metavar="FILE_OR_DIR", help="audio files, or folders searched recursively")
+    pe.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (created if missing)")
+    pe.add_argument("--from-list", metavar="FILE", help="also embed the paths listed in FILE, one a line ('-': stdin)")
+    pe.add_argument("--model", metavar="FILE.pt", help="checkpoint (default: the bundled one)")
+    pe.add_argument("--timestamps", action="store_true", help="also write timestamp embeddings and their times (ms)")
+    pe.add_argument("--format", choices=("npy", "npz"), default="npy", help="output files (default: %(default)s)")
+    pe.add_argument(
+        "--layout", choices=("mirror", "flat"), default="mirror",
+        help="mirror: outputs repeat the folders' tree; flat: all in OUTPUT by file name (default: %(default)s)",
+    )
+    pe.add_argument("--skip-existing", action="store_true", help="leave files whose outputs are all there (resume)")
+    pe.add_argument(
+        "--workers", type=int, metavar="N",
+        help="processes that decode and resample while the model embeds; 0: in the main process "
+        "(default: the number of cores)",
+    )
+    pe.add_argument(
+        "--batch-size", type=int, default=16, metavar="N",
+        help="clips of equal length embedded together (no padding; default: %(default)s)",
+    )
+    pe.add_argument(
+        "--shard", metavar="I/N",
+        help="embed only the I-th of N fixed shares of the sorted file list (0 <= I < N); default: torchrun's "
+        "RANK/WORLD_SIZE when set, else everything",
+    )
+    pe.add_argument(
+        "--max-duration", type=float, default=3600.0, metavar="SECONDS",
+        help="refuse longer files, from their header, before decoding them (default: %(default)g)",
+    )
+    pe.add_argument("-q", "--quiet", action="store_true", help="no progress bar (it is off anyway when not on a terminal)")
+    pe.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device to embed on, e.g. cpu, cuda, cuda:1 (default: %(default)s; under torchrun cuda:LOCAL_RANK)",
+    )
+    pe.set_defaults(func=cmd_embed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .encoders import ENCODERS
     from .version import __version__
@@ -173,50 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     pn.add_argument("checkpoint", nargs="?", default="", help="checkpoint file (default: the bundled one)")
     pn.set_defaults(func=cmd_info)
 
-    pe = sub.add_parser(
-        "embed", help="embed audio files or whole corpora (any sample rate/channels) to .npy or .npz",
-        description="Embed audio files with a checkpoint: each file is down-mixed and resampled to 16 kHz. "
-        "A file named directly is written as OUTPUT/<name>.scene.npy; a folder's files mirror the folder "
-        "(a/x.wav -> OUTPUT/a/x.scene.npy). --timestamps adds <name>.timestamps.npy and <name>.times_ms.npy; "
-        "--format npz writes one <name>.npz with openl3's keys (embedding, timestamps in seconds) and scene. "
-        "Outputs are written atomically, so a killed run can resume with --skip-existing. Bad files are "
-        "reported and skipped; the exit status is 1 if any failed.",
-    )
-    pe.add_argument("files", nargs="*", metavar="FILE_OR_DIR", help="audio files, or folders searched recursively")
-    pe.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (created if missing)")
-    pe.add_argument("--from-list", metavar="FILE", help="also embed the paths listed in FILE, one a line ('-': stdin)")
-    pe.add_argument("--model", metavar="FILE.pt", help="checkpoint (default: the bundled one)")
-    pe.add_argument("--timestamps", action="store_true", help="also write timestamp embeddings and their times (ms)")
-    pe.add_argument("--format", choices=("npy", "npz"), default="npy", help="output files (default: %(default)s)")
-    pe.add_argument(
-        "--layout", choices=("mirror", "flat"), default="mirror",
-        help="mirror: outputs repeat the folders' tree; flat: all in OUTPUT by file name (default: %(default)s)",
-    )
-    pe.add_argument("--skip-existing", action="store_true", help="leave files whose outputs are all there (resume)")
-    pe.add_argument(
-        "--workers", type=int, metavar="N",
-        help="processes that decode and resample while the model embeds; 0: in the main process "
-        "(default: the number of cores)",
-    )
-    pe.add_argument(
-        "--batch-size", type=int, default=16, metavar="N",
-        help="clips of equal length embedded together (no padding; default: %(default)s)",
-    )
-    pe.add_argument(
-        "--shard", metavar="I/N",
-        help="embed only the I-th of N fixed shares of the sorted file list (0 <= I < N); default: torchrun's "
-        "RANK/WORLD_SIZE when set, else everything",
-    )
-    pe.add_argument(
-        "--max-duration", type=float, default=3600.0, metavar="SECONDS",
-        help="refuse longer files, from their header, before decoding them (default: %(default)g)",
-    )
-    pe.add_argument("-q", "--quiet", action="store_true", help="no progress bar (it is off anyway when not on a terminal)")
-    pe.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu",
-        help="torch device to embed on, e.g. cpu, cuda, cuda:1 (default: %(default)s; under torchrun cuda:LOCAL_RANK)",
-    )
-    pe.set_defaults(func=cmd_embed)
+    _add_embed_parser(sub)
 
     px = sub.add_parser(
         "export", help="export the model to ONNX or TorchScript (log-mel included)",

@@ -289,6 +289,66 @@ def _outputs_of(out_dir: Path, job: Job, fmt: str, timestamps: bool, r: dict[str
     return dict(zip(paths, values))
 
 
+Decoded = tuple[np.ndarray, list[str]] | BaseException  # a clip and its log lines, or why it failed
+
+
+def _inline(js: Iterable[Job], sr: int, max_seconds: float) -> Iterable[tuple[Job, Decoded]]:
+    for j in js:
+        try:
+            yield j, decode(str(j.src), sr, max_seconds)
+        except Exception as e:  # noqa: BLE001 - reported per file
+            yield j, e
+
+
+def _decoded(todo: Sequence[Job], sr: int, max_seconds: float, workers: int, batch_size: int) -> Iterable[tuple[Job, Decoded]]:
+    """Each job with its decoded clip (or the error), in order; `workers` spawned
+    processes decode ahead within a bounded window, and if one dies the rest
+    are decoded here."""
+    if workers == 0:
+        yield from _inline(todo, sr, max_seconds)
+        return
+    import multiprocessing as mp
+    from concurrent.futures.process import BrokenProcessPool
+
+    window = 4 * workers + 2 * batch_size  # decoded clips in flight: bounded memory
+    queue: deque[tuple[Job, Future]] = deque()
+    it = iter(todo)
+    rest: list[Job] = []
+
+    def submit(j: Job) -> None:
+        try:
+            queue.append((j, pool.submit(decode, str(j.src), sr, max_seconds)))
+        except BrokenProcessPool:
+            rest.append(j)
+
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
+    try:
+        for j in itertools.islice(it, window):
+            submit(j)
+        while queue:
+            j, fut = queue.popleft()
+            try:
+                got: Decoded = fut.result()
+            except BrokenProcessPool:
+                # A worker died (out of memory, killed): this file is the likely cause; the
+                # others are decoded here, one at a time.
+                yield j, RuntimeError("a decoding worker died on this file (out of memory?)")
+                rest = [q for q, _ in queue] + rest + list(it)
+                queue.clear()
+                break
+            except Exception as e:  # noqa: BLE001 - reported per file
+                got = e
+            nxt = next(it, None)
+            if nxt is not None:
+                submit(nxt)
+            yield j, got
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if rest:
+        log.warning("decoding the remaining %d files in the main process", len(rest))
+    yield from _inline(rest, sr, max_seconds)
+
+
 def embed_corpus(
     model: ABTModel,
     jobs: Sequence[Job],
@@ -354,60 +414,8 @@ def embed_corpus(
         elif sum(map(len, groups.values())) > 2 * batch_size:  # bound the buffer: the oldest length goes
             flush(next(iter(groups)))
 
-    def inline(js: Iterable[Job]) -> Iterable[tuple[Job, tuple[np.ndarray, list[str]] | BaseException]]:
-        for j in js:
-            try:
-                yield j, decode(str(j.src), sr, max_seconds)
-            except Exception as e:  # noqa: BLE001 - reported per file
-                yield j, e
-
-    def results() -> Iterable[tuple[Job, tuple[np.ndarray, list[str]] | BaseException]]:
-        if workers == 0:
-            yield from inline(todo)
-            return
-        import multiprocessing as mp
-        from concurrent.futures.process import BrokenProcessPool
-
-        window = 4 * workers + 2 * batch_size  # decoded clips in flight: bounded memory
-        queue: deque[tuple[Job, Future]] = deque()
-        it = iter(todo)
-        rest: list[Job] = []
-
-        def submit(j: Job) -> None:
-            try:
-                queue.append((j, pool.submit(decode, str(j.src), sr, max_seconds)))
-            except BrokenProcessPool:
-                rest.append(j)
-
-        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
-        try:
-            for j in itertools.islice(it, window):
-                submit(j)
-            while queue:
-                j, fut = queue.popleft()
-                try:
-                    got: tuple[np.ndarray, list[str]] | BaseException = fut.result()
-                except BrokenProcessPool:
-                    # A worker died (out of memory, killed): this file is the likely cause; the
-                    # others are decoded here, one at a time.
-                    yield j, RuntimeError("a decoding worker died on this file (out of memory?)")
-                    rest = [q for q, _ in queue] + rest + list(it)
-                    queue.clear()
-                    break
-                except Exception as e:  # noqa: BLE001 - reported per file
-                    got = e
-                nxt = next(it, None)
-                if nxt is not None:
-                    submit(nxt)
-                yield j, got
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        if rest:
-            log.warning("decoding the remaining %d files in the main process", len(rest))
-        yield from inline(rest)
-
     try:
-        for job, got in results():
+        for job, got in _decoded(todo, sr, max_seconds, workers, batch_size):
             if isinstance(got, BaseException):
                 text = str(got)
                 fail(text if text.startswith(str(job.src)) else f"{job.src}: {type(got).__name__}: {text}")
