@@ -335,7 +335,6 @@ def test_disk_full_in_training_says_what_survived(tiny_config, tmp_path, monkeyp
 
 # ---------------------------------------------------------------- 4. evaluation
 
-EVAL = REPO / "eval"
 SCENE = "tiny_scene-v1.0-full"
 
 
@@ -365,7 +364,6 @@ def _break_task(src: Path, tasks: Path, name: str, how: str) -> Path:
 @pytest.fixture(scope="module")
 def eval_tasks(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     """The tiny k-fold scene task and four broken copies of it (file to be named)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import _tiny_hear
 
     root = tmp_path_factory.mktemp("evaltasks")
@@ -376,8 +374,7 @@ def eval_tasks(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
 
 
 def test_task_check_names_the_file(eval_tasks):
-    sys.path.insert(0, str(EVAL))
-    from task_check import check_task
+    from eval.driver.task_check import check_task
 
     root, broken = eval_tasks
     assert check_task(root / SCENE) == []
@@ -396,13 +393,13 @@ def test_eval_corrupt_task_metadata_is_named_and_the_driver_goes_on(tmp_path, me
     bad.parent.mkdir(parents=True)
     bad.write_bytes(metadata if isinstance(metadata, bytes) else metadata.encode())
     run = subprocess.run(_driver(tmp_path / "tasks", tmp_path / "out", "--jobs", jobs), capture_output=True, text=True,
-                         timeout=120)
+                         cwd=REPO, timeout=120)
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stdout + run.stderr
     assert f"INVALID task folder, skipped: {bad}" in run.stdout and "FAILED: bad-v1.0-full" in run.stdout, run.stdout
 
 
 def _driver(tasks: Path, results: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(EVAL / "run.py"), "--tasks-dir", str(tasks), "--module", "hearbaseline_naive",
+    return [sys.executable, "-m", "eval.driver.run", "--tasks-dir", str(tasks), "--module", "hearbaseline_naive",
             "--tag", "naive", "--grid", "faster", "--grid-points", "1", "--results-dir", str(results), *extra]
 
 
@@ -413,13 +410,6 @@ def _children(pid: int) -> list[int]:
         with contextlib.suppress(OSError):  # a thread that ended meanwhile
             out += [int(c) for c in (task / "children").read_text().split()]
     return out
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def _dead(pid: int) -> bool:
@@ -437,15 +427,27 @@ def _all_dead_within(pids: list[int], seconds: float) -> bool:
     return all(_dead(c) for c in pids)
 
 
+def _paused_driver(pause_dir: Path, stage: str, cmd: list[str]) -> list[str]:
+    """The driver command `cmd` with its `stage` runners paused (tests/paused_eval_driver.py)."""
+    assert cmd[1:3] == ["-m", "eval.driver.run"], cmd
+    return [cmd[0], str(Path(__file__).resolve().parent / "paused_eval_driver.py"), str(pause_dir), stage, *cmd[3:]]
+
+
+def _paused(pause_dir: Path, stage: str) -> list[Path]:
+    return sorted(pause_dir.glob(f"{stage}-*.paused"))
+
+
 @pytest.mark.slow
 def test_eval_killed_mid_embeddings_and_mid_predictions_scores_as_uninterrupted(eval_tasks, tmp_path):
     """Uninterrupted: the four broken tasks fail by name, the good one scores.
-    Then SIGKILL the driver (only its pid) in the middle of the good task's
-    embeddings, rerun, SIGKILL it in the middle of the predictions, rerun: its
-    runners die with it, and the final scores equal the uninterrupted ones."""
+    Then SIGKILL the driver (only its pid) while the good task's embeddings
+    runner is paused after its first saved batch, rerun, SIGKILL it while the
+    predictions runner is paused after training its first grid point, rerun:
+    its runners die with it, and the final scores equal the uninterrupted ones."""
     root, broken = eval_tasks
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
-    ref = subprocess.run(_driver(root, tmp_path / "ref"), capture_output=True, text=True, env=env, timeout=900)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    ref = subprocess.run(_driver(root, tmp_path / "ref"), capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
     assert ref.returncode == 1, ref.stdout + ref.stderr  # failed tasks -> exit status 1
     for how, bad_file in broken.items():
         line = next(l for l in ref.stdout.splitlines() if f"broken_{how.replace(' ', '_')}" in l)
@@ -458,17 +460,12 @@ def test_eval_killed_mid_embeddings_and_mid_predictions_scores_as_uninterrupted(
     work = out / "naive" / "work"
     landed = []
     for phase in ("embeddings", "predictions"):
-        log = tmp_path / f"{phase}.out"
+        log, pause_dir = tmp_path / f"{phase}.out", tmp_path / f"pause-{phase}"
         with log.open("w") as fh:
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.Popen(_paused_driver(pause_dir, phase, cmd), stdout=fh, stderr=subprocess.STDOUT,
+                                    env=env, cwd=REPO)
         try:
-            if phase == "embeddings":  # heareval's runner has loaded the model and started on the task
-                ready = lambda: any(work.glob(f"embeddings/*/{SCENE}/task_metadata.json"))  # noqa: E731
-            else:  # heareval's runner has started training (Lightning wrote its first files)
-                ready = lambda: "predictions ..." in log.read_text() and any(  # noqa: E731, B023 (called at once)
-                    p.name in ("hparams.yaml", "metrics.csv") or p.suffix == ".ckpt" for p in work.rglob("*"))
-            assert _wait_for(ready, proc, timeout=600), log.read_text() + "\n".join(map(str, work.rglob("*")))
-            time.sleep(random.Random(f"{SEED}{phase}").uniform(0.0, 0.1 if phase == "embeddings" else 0.3))
+            assert _wait_for(lambda: bool(_paused(pause_dir, phase)), proc, timeout=600), log.read_text()  # noqa: B023
             runners = _children(proc.pid)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=60)
@@ -476,11 +473,17 @@ def test_eval_killed_mid_embeddings_and_mid_predictions_scores_as_uninterrupted(
             if proc.poll() is None:
                 proc.kill()
         done = {m.name for m in work.glob(f"embeddings/*/{SCENE}/*done*")}
-        landed.append(f"{phase}: runner {runners} alive at the kill, markers then {sorted(done)}")
-        # PR_SET_PDEATHSIG: at once (the runner itself would go on for seconds)
+        saved = len(list(work.glob(f"embeddings/*/{SCENE}/*/*.npy")))
+        landed.append(f"{phase}: runner {runners} paused at the kill, {saved} clip embeddings saved, "
+                      f"markers then {sorted(done)}")
+        # PR_SET_PDEATHSIG: at once (the paused runner would otherwise wait for ever)
         assert runners and _all_dead_within(runners, 3), f"heareval runner outlived the driver: {runners}"
-        assert ("prediction-done.json" not in done) and (phase == "predictions" or ".done.embeddings" not in done)
-    final = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+        assert saved > 0 and "prediction-done.json" not in done, landed[-1]
+        if phase == "embeddings":
+            assert ".done.embeddings" not in done, landed[-1]
+        else:
+            assert ".done.embeddings" in done and any(p.suffix == ".ckpt" for p in work.rglob("*")), landed[-1]
+    final = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
     assert final.returncode == 0, final.stdout + final.stderr
     print("\neval driver killed twice:\n  " + "\n  ".join(landed))
     scores = json.loads((out / "naive" / "scores.json").read_text())
@@ -491,7 +494,8 @@ def test_eval_killed_mid_embeddings_and_mid_predictions_scores_as_uninterrupted(
 @pytest.mark.slow
 def test_eval_ctrl_c_with_parallel_jobs_stops_every_runner_and_resumes(tmp_path):
     """--jobs 2: Ctrl-C in a terminal (SIGINT to the driver's whole process
-    group) while both tasks' runners run stops the driver within seconds,
+    group) while both tasks' embeddings runners are paused mid-task (after
+    their first saved batch) stops the driver within seconds,
     kills both runners, starts nothing more and reports no task as failed; a
     rerun finishes both tasks. The runners sit in process groups of their
     own, so the driver alone decides how they stop: Lightning would swallow
@@ -503,20 +507,19 @@ def test_eval_ctrl_c_with_parallel_jobs_stops_every_runner_and_resumes(tmp_path)
     _tiny_hear.make_scene_task(root)
     _tiny_hear.make_event_task(root)
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     cmd = _driver(root, tmp_path / "out", "--jobs", "2")
-    log = tmp_path / "driver.out"
+    log, pause_dir = tmp_path / "driver.out", tmp_path / "pause"
     with log.open("w") as fh:
         # SIG_DFL: a shell that runs the suite in the background (`cmd &`) hands it SIGINT ignored, and
         # Python then never raises KeyboardInterrupt; a terminal's foreground job has the default
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, process_group=0,
+        proc = subprocess.Popen(_paused_driver(pause_dir, "embeddings", cmd), stdout=fh, stderr=subprocess.STDOUT,
+                                env=env, cwd=REPO, process_group=0,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        def started() -> bool:  # both runners forked and exec'd (a child joins its own group just before exec)
-            children = _children(proc.pid)
-            return len(children) == 2 and all(_cmdline(c) not in (b"", _cmdline(proc.pid)) for c in children)
-
-        assert _wait_for(started, proc, timeout=300), log.read_text()
+        assert _wait_for(lambda: len(_paused(pause_dir, "embeddings")) == 2, proc, timeout=300), log.read_text()
         runners = _children(proc.pid)
+        assert len(runners) == 2, runners
         assert all(os.getpgid(r) not in (proc.pid, os.getpgid(0)) for r in runners), "runner in a shared group"
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         proc.wait(timeout=30)
@@ -527,7 +530,7 @@ def test_eval_ctrl_c_with_parallel_jobs_stops_every_runner_and_resumes(tmp_path)
     assert proc.returncode != 0 and "KeyboardInterrupt" in out, out
     assert _all_dead_within(runners, 3), f"runners outlived the driver: {runners}"
     assert "FAILED" not in out and "predictions ..." not in out, out
-    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
     assert again.returncode == 0, again.stdout + again.stderr
     scores = json.loads((tmp_path / "out" / "naive" / "scores.json").read_text())
     assert sorted(scores["tasks"]) == sorted(p.name for p in root.iterdir())

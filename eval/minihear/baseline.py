@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from .task import Task
+from eval.minihear.task import Task
 
 HOP_FRAMES = 5      # 50 ms event frames (10 ms log-mel hop)
 CONTEXT = 10        # +-100 ms
