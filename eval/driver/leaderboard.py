@@ -4,7 +4,7 @@
     python -m eval.driver.leaderboard --random-for RUN=random-s0+random-s1   # a mean of seeds as RUN's reference
     python -m eval.driver.leaderboard --mean abt-3seeds=abt+abt-p1+abt-p2      # a row: the mean of several runs
 
-One row per tag (a model run by eval/run.py), one column per task, grouped as
+One row per tag (a model run by eval/driver/run.py), one column per task, grouped as
 the paper groups them (speech, env, music, event), plus group means. The
 paper's ABT and BYOL-A rows (eval/driver/paper_scores.json) sit beside ours where a
 column is an official HEAR task. %↑RAND is each score's relative gain over
