@@ -124,3 +124,18 @@ def test_minihear_never_imports_the_corpus_builders():
     wrong = {m: sorted(t for t in targets if t.startswith("eval.corpus"))
              for m, targets in graph.items() if m.startswith("eval.minihear")}
     assert not any(wrong.values()), {m: t for m, t in wrong.items() if t}
+
+
+def test_eval_and_tools_modules_are_imported_by_their_full_names_only():
+    """`import run` beside `from eval.driver import run` would load one file as
+    two modules (two copies of its globals); only dotted names from the root."""
+    inner = {module_name(p, ROOT).rsplit(".", 1)[-1] for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
+             if p.name != "__init__.py" and "results" not in p.parts}
+    assert {"run", "scores", "leaderboard", "gpu_check"} <= inner
+    bare = []
+    for path in sorted([*(ROOT / "tests").glob("*.py"), *(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and not node.level else []
+            bare += [f"{path.relative_to(ROOT)}:{node.lineno}: {n}" for n in names if n.split(".")[0] in inner]
+    assert not bare, "imported by a bare name:\n  " + "\n  ".join(bare)
