@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Everything one lent GPU call does, in order of value, each stage under its
 # own time limit so a slow stage cannot cost the others their results:
-#   1. log-mel cache of the packed corpus (gpu_corpus/, eval/pack_corpus.py);
-#   2. budgeted training runs (eval/gpu_train.py) -> $OUT/runs/NAME.pt, runs.json;
+#   1. log-mel cache of the packed corpus (gpu_corpus/, eval/corpus/pack.py);
+#   2. budgeted training runs (tools/gpu_train.py) -> $OUT/runs/NAME.pt, runs.json;
 #      by default two continuations of checkpoints/default.pt, with and without the
 #      frequency scaling (GPU_LEASE_RUNS to change);
-#   3. the GPU check (eval/gpu_check.py) -> $OUT/gpu_check/gpu_check.{md,json}.
+#   3. the GPU check (tools/gpu_check.py) -> $OUT/gpu_check/gpu_check.{md,json}.
 # Needs: gpu_corpus/ and .whl/ (soundfile, cffi, pycparser, hearvalidator)
 # carried with the working tree. docs/gpu.md gives the preparation and the call.
 # Usage: bash scripts/gpu_lease.sh [TRAIN_BUDGET_S_PER_RUN] [CHECK_LIMIT_S]
@@ -48,11 +48,11 @@ RUN_ARGS=()
 read -r -a RUN_LIST <<< "$RUNS"  # split on spaces without glob expansion ([1.0,1.0] is a glob pattern)
 for r in "${RUN_LIST[@]}"; do RUN_ARGS+=(--run "$r"); done
 stamp "2. training runs, ${BUDGET} s each: $RUNS"
-timeout $(( ${#RUN_LIST[@]} * BUDGET + 60 )) python3 eval/gpu_train.py --data "$CACHE" --out "$OUT/runs" --budget-s "$BUDGET" --device "$DEVICE" \
+timeout $(( ${#RUN_LIST[@]} * BUDGET + 60 )) python3 -m tools.gpu_train --data "$CACHE" --out "$OUT/runs" --budget-s "$BUDGET" --device "$DEVICE" \
   --set batch_size="$BATCH" --set amp=bf16 "${RUN_ARGS[@]}"
 stamp "training done (rc $?)"
 
 stamp "3. GPU check, at most ${CHECK_LIMIT} s"
-python3 eval/gpu_check.py --prepare --from-cache "$CACHE" --prepared /tmp/prep || exit 1
-timeout "$CHECK_LIMIT" python3 eval/gpu_check.py --device "$DEVICE" --prepared /tmp/prep --out "$OUT/gpu_check" $CHECK_ONLY
+python3 -m tools.gpu_check --prepare --from-cache "$CACHE" --prepared /tmp/prep || exit 1
+timeout "$CHECK_LIMIT" python3 -m tools.gpu_check --device "$DEVICE" --prepared /tmp/prep --out "$OUT/gpu_check" $CHECK_ONLY
 stamp "GPU check done (rc $?)"

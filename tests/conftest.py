@@ -26,7 +26,7 @@ def pytest_configure(config) -> None:
     config.addinivalue_line(
         "markers",
         "gpu: device correctness checks (tests/test_gpu.py); they run on $HEAR_ABT_CHECK_DEVICE, cpu by default, "
-        "so CI runs them on CPU; eval/gpu_check.py runs them on a GPU",
+        "so CI runs them on CPU; tools/gpu_check.py runs them on a GPU",
     )
 
 

@@ -140,7 +140,7 @@ def test_chunked_equals_one_pass(name, seconds, chunk, coarse_ckpts, example_wav
 def test_vitc_embeds_a_120s_clip(coarse_ckpts, example_wav):
     """Longer than its 96-frame pretraining input: 96-frame segments, one pass
     each, so attention never spans the clip (cost linear in its length). Its
-    speed is a benchmark figure, not a test: `python eval/bench_embed.py
+    speed is a benchmark figure, not a test: `python -m tools.bench_embed
     --encoder vitc_tiny --quick` (README's encoder table)."""
     model = hear_abt.load_model(coarse_ckpts("vitc_tiny"))
     x = example_wav.repeat(33)[: 120 * 16000][None]

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from eval.minihear import debs, real, real_corpus
+from eval.corpus import real_corpus
+from eval.minihear import debs, real
 
 EN, MENARDI, NL = "asterisk-core-sounds-en-wav", "asterisk-prompt-it-menardi-wav", "fillets-ng-data-nl"
 
@@ -36,7 +37,7 @@ def test_reserved_packages_are_refused(package: str) -> None:
 
 
 def test_unknown_package_and_mix_are_refused(tmp_path: Path) -> None:
-    from eval.minihear.corpus import build_corpus
+    from eval.corpus.synthetic import build_corpus
 
     with pytest.raises(ValueError, match="unknown real-audio package"):
         real.list_sources("no-such-package", "/")
@@ -75,10 +76,10 @@ def test_corpus_plan_holds_out_every_task_test_source() -> None:
 
 @pytest.mark.slow
 def test_real_corpus_build_report_and_determinism(tmp_path: Path) -> None:
-    from eval.minihear.build import main
+    from eval.corpus.build import main
 
     a, b = tmp_path / "a", tmp_path / "b"
-    assert main(["--corpus", str(a), "--mix", "real", "--packages", f"{EN},{MENARDI}", "--jobs", "2"]) == 0
+    assert main(["--out", str(a), "--mix", "real", "--packages", f"{EN},{MENARDI}", "--jobs", "2"]) == 0
     with open(a / "manifest.csv") as f:
         rows = list(csv.DictReader(f))
     wavs = sorted(a.glob("*.wav"))
@@ -96,7 +97,7 @@ def test_real_corpus_build_report_and_determinism(tmp_path: Path) -> None:
     assert rep["sources"][EN]["licence"].startswith("CC-BY-SA-3.0")
     assert EN in (a / "report.md").read_text()
     # Same bytes with one process and without the (fully reserved) test voice.
-    assert main(["--corpus", str(b), "--mix", "real", "--packages", EN, "--jobs", "1"]) == 0
+    assert main(["--out", str(b), "--mix", "real", "--packages", EN, "--jobs", "1"]) == 0
     assert _hashes(a) == _hashes(b)
 
 

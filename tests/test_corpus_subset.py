@@ -1,4 +1,4 @@
-"""The per-origin draw behind the default's second-stage manifest (eval/minihear/subset.py)."""
+"""The per-origin draw behind the default's second-stage manifest (eval/corpus/subset.py)."""
 from __future__ import annotations
 
 import csv
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.minihear import subset
+from eval.corpus import subset
 from hear_abt.train.data import list_audio
 
 

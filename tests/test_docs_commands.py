@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "checkpoints" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 STARTS = ("python ", "python3 ", "hear-abt ", "torchrun ", "hear-validator ")
 SKIP = {("module", "venv"), ("exe", "bash"), ("exe", ".")}  # README's setup lines: CI runs them for real
-OURS = {"hear-abt", "hear_abt.train"}  # entry points checked fast; eval/*.py scripts are ours too
+OURS = {"hear-abt", "hear_abt.train"}  # entry points checked fast; eval.* and tools.* modules are ours too
 
 
 def documented_commands() -> list[tuple[str, list[str]]]:
@@ -99,7 +99,7 @@ def _check_options(ep, help_text: str) -> None:
 def test_docs_show_the_entry_points_we_ship():
     """The extraction finds what the docs are about (guards against a parser that finds nothing)."""
     names = {ep[1] for ep in ENTRY_POINTS}
-    assert {"init", "info", "embed", "hear_abt.train", "eval/run.py", "eval/minihear/build.py"} <= names, names
+    assert {"init", "info", "embed", "hear_abt.train", "eval.driver.run", "eval.minihear.build"} <= names, names
 
 
 def test_hear_abt_commands_in_docs_use_declared_options():
@@ -125,11 +125,20 @@ def test_train_commands_in_docs_use_declared_options_and_config_keys():
         TrainConfig().replace(parse_overrides(sets))  # raises on an unknown key or a bad value
 
 
-def test_eval_scripts_in_docs_answer_help_and_declare_their_options():
-    scripts = sorted(ep for ep in ENTRY_POINTS if ep[0] == "script")
+def _ours(ep: tuple[str, str]) -> bool:
+    """eval/ and tools/ modules (run from the repository root), and any script."""
+    return ep[0] == "script" or (ep[0] == "module" and ep[1].split(".")[0] in ("eval", "tools"))
+
+
+def _argv(ep: tuple[str, str]) -> list[str]:
+    return [sys.executable, "-m", ep[1]] if ep[0] == "module" else [sys.executable, ep[1]]
+
+
+def test_eval_and_tools_commands_in_docs_answer_help_and_declare_their_options():
+    scripts = sorted(ep for ep in ENTRY_POINTS if _ours(ep))
     assert scripts
     with ThreadPoolExecutor(4) as pool:
-        runs = list(pool.map(lambda ep: _help_subprocess([sys.executable, ep[1]]), scripts))
+        runs = list(pool.map(lambda ep: _help_subprocess(_argv(ep)), scripts))
     for ep, run in zip(scripts, runs):
         assert run.returncode == 0, f"{ep[1]} --help failed:\n{run.stderr[-2000:]}"
         _check_options(ep, run.stdout)
@@ -138,7 +147,7 @@ def test_eval_scripts_in_docs_answer_help_and_declare_their_options():
 @pytest.mark.slow
 def test_third_party_entry_points_in_docs_answer_help():
     """heareval's runner, hear-validator, pytest and torchrun (tensorflow or torch imports: slow)."""
-    others = sorted(ep for ep in ENTRY_POINTS if ep[0] in ("module", "exe") and ep[1] not in OURS)
+    others = sorted(ep for ep in ENTRY_POINTS if ep[0] in ("module", "exe") and ep[1] not in OURS and not _ours(ep))
     assert ("exe", "hear-validator") in others and ("module", "heareval.embeddings.runner") in others
     argvs = [[sys.executable, "-m", name] if kind == "module" else [name] for kind, name in others]
     launched = [(file, launcher) for uses in ENTRY_POINTS.values() for file, _, launcher in uses if launcher]

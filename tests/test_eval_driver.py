@@ -1,4 +1,4 @@
-"""Tests for eval/: task table, heareval fix, score collection, leaderboard, driver.
+"""Tests for eval/driver/: task table, heareval fix, score collection, leaderboard, driver.
 
 The heareval tests run heareval's real runners on tiny generated tasks
 (tests/_tiny_hear.py) with hearbaseline's naive module, so they need
@@ -19,21 +19,19 @@ from types import SimpleNamespace
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-EVAL = ROOT / "eval"
-sys.path.insert(0, str(EVAL))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval.driver import hear_tasks, leaderboard, scores, task_order
+from eval.driver import run as eval_run
 
-import hear_tasks  # noqa: E402
-import leaderboard  # noqa: E402
-import run as eval_run  # noqa: E402
-import scores  # noqa: E402
-import task_order  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+COMPAT = [sys.executable, "-m", "eval.driver.heareval_compat"]
+DRIVER = [sys.executable, "-m", "eval.driver.run"]
 
 
 def _env() -> dict[str, str]:
+    """The peers (hearbaseline_naive) and the repo root (eval.driver) importable from any cwd."""
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(EVAL / "peers"), env.get("PYTHONPATH", "")])
+    paths = [str(ROOT / "eval" / "driver" / "peers"), str(ROOT), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     return env
 
 
@@ -68,8 +66,9 @@ def test_mini_tasks_are_grouped_by_what_they_mirror():
 
 def test_lightning_ignores_herevals_epoch_assignment_and_the_fix_restores_it():
     """The root cause of KeyError: 50, shown without training anything."""
-    import heareval_compat
     import pytorch_lightning as pl
+
+    from eval.driver import heareval_compat
 
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
@@ -90,9 +89,10 @@ def test_predictor_seed_replaces_herevals_fixed_seed(monkeypatch):
     import inspect
     import random
 
-    import heareval_compat
     import torch
     from heareval.predictions import task_predictions as tp
+
+    from eval.driver import heareval_compat
 
     # heareval seeds each task through this module-level name, with 42: the name the patch replaces
     assert "seed_everything(42" in inspect.getsource(tp.task_predictions)
@@ -108,7 +108,7 @@ def test_predictor_seed_replaces_herevals_fixed_seed(monkeypatch):
 
 @pytest.mark.parametrize("seed", ["x", "-1", str(2**32)])  # out of range: Lightning would swap it for a random one
 def test_compat_launcher_rejects_a_predictor_seed_that_is_not_a_usable_integer(tmp_path, seed):
-    r = subprocess.run([sys.executable, str(EVAL / "heareval_compat.py"), "predictions", "--predictor-seed", seed,
+    r = subprocess.run([*COMPAT, "predictions", "--predictor-seed", seed,
                         str(tmp_path)], env=_env(), cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode != 0 and "--predictor-seed takes an integer from 0 to 4294967295" in r.stderr
 
@@ -147,7 +147,7 @@ def test_event_task_fails_with_plain_heareval(event_embeddings, tmp_path):
 
 
 def test_event_task_passes_through_compat_launcher(event_embeddings, tmp_path):
-    r = _predict([sys.executable, str(EVAL / "heareval_compat.py"), "predictions"], event_embeddings, tmp_path)
+    r = _predict([*COMPAT, "predictions"], event_embeddings, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads((tmp_path / event_embeddings.name / "test.predicted-scores.json").read_text())
     assert "test_score" in result["test"]
@@ -155,7 +155,7 @@ def test_event_task_passes_through_compat_launcher(event_embeddings, tmp_path):
 
 def test_compat_embeddings_launcher_runs_herevals_runner(tiny_tasks, tmp_path):
     """The --gpu path's launcher; on a CPU machine its TensorFlow check swap is a no-op."""
-    r = subprocess.run([sys.executable, str(EVAL / "heareval_compat.py"), "embeddings", "hearbaseline_naive",
+    r = subprocess.run([*COMPAT, "embeddings", "hearbaseline_naive",
                         "--tasks-dir", str(tiny_tasks), "--task", "tiny_scene-v1.0-full",
                         "--embeddings-dir", str(tmp_path)], env=_env(), cwd=tmp_path,
                        capture_output=True, text=True)
@@ -289,7 +289,7 @@ def test_leaderboard_mean_rows_average_runs_and_serve_as_references(tmp_path):
 def test_driver_runs_resumes_and_collects(tiny_tasks, rand_ckpt, tmp_path):
     """hear_abt with random weights (the naive module predicts no onsets at
     all on the event task, so it could not show that one is scored)."""
-    cmd = [sys.executable, str(EVAL / "run.py"), "--tasks-dir", str(tiny_tasks), "--model", str(rand_ckpt),
+    cmd = [*DRIVER, "--tasks-dir", str(tiny_tasks), "--model", str(rand_ckpt),
            "--tag", "random", "--grid", "faster", "--grid-points", "1", "--results-dir", str(tmp_path)]
     first = subprocess.run(cmd, capture_output=True, text=True, env=_env())
     assert first.returncode == 0, first.stdout + first.stderr
@@ -378,7 +378,7 @@ def test_driver_on_the_small_minihear_suite(minihear_small, rand_ckpt, tmp_path)
     instead of 215 s one task at a time (2 cores, 2026-11-29)."""
     tasks = sorted(p.name for p in minihear_small.iterdir())
     assert len(tasks) >= 8
-    cmd = [sys.executable, str(EVAL / "run.py"), "--tasks-dir", str(minihear_small), "--model", str(rand_ckpt),
+    cmd = [*DRIVER, "--tasks-dir", str(minihear_small), "--model", str(rand_ckpt),
            "--tag", "random", "--grid", "faster", "--grid-points", "1", "--results-dir", str(tmp_path), "--jobs", "2"]
     run = subprocess.run(cmd, capture_output=True, text=True, env=_env())
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
@@ -478,8 +478,9 @@ def test_linear_probe_reads_embeddings_in_label_order(minihear_small, tmp_path):
     """Embeddings that encode the label score near 1; the same files with the
     labels' codes shuffled across clips score near chance. A probe that paired
     embeddings with the wrong clips would fail the first assertion."""
-    import linear_probe
     import numpy as np
+
+    from eval.probes import linear_probe
 
     folder = "mini_speech_commands-v1.0-full"
     task_dir = minihear_small / folder

@@ -387,7 +387,6 @@ def test_disk_full_in_training_says_what_survived(tiny_config, tmp_path, monkeyp
 
 # ---------------------------------------------------------------- 4. evaluation
 
-EVAL = REPO / "eval"
 SCENE = "tiny_scene-v1.0-full"
 
 
@@ -417,7 +416,6 @@ def _break_task(src: Path, tasks: Path, name: str, how: str) -> Path:
 @pytest.fixture(scope="module")
 def eval_tasks(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     """The tiny k-fold scene task and four broken copies of it (file to be named)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import _tiny_hear
 
     root = tmp_path_factory.mktemp("evaltasks")
@@ -428,8 +426,7 @@ def eval_tasks(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
 
 
 def test_task_check_names_the_file(eval_tasks):
-    sys.path.insert(0, str(EVAL))
-    from task_check import check_task
+    from eval.driver.task_check import check_task
 
     root, broken = eval_tasks
     assert check_task(root / SCENE) == []
@@ -448,13 +445,13 @@ def test_eval_corrupt_task_metadata_is_named_and_the_driver_goes_on(tmp_path, me
     bad.parent.mkdir(parents=True)
     bad.write_bytes(metadata if isinstance(metadata, bytes) else metadata.encode())
     run = subprocess.run(_driver(tmp_path / "tasks", tmp_path / "out", "--jobs", jobs), capture_output=True, text=True,
-                         timeout=120)
+                         cwd=REPO, timeout=120)
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stdout + run.stderr
     assert f"INVALID task folder, skipped: {bad}" in run.stdout and "FAILED: bad-v1.0-full" in run.stdout, run.stdout
 
 
 def _driver(tasks: Path, results: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(EVAL / "run.py"), "--tasks-dir", str(tasks), "--module", "hearbaseline_naive",
+    return [sys.executable, "-m", "eval.driver.run", "--tasks-dir", str(tasks), "--module", "hearbaseline_naive",
             "--tag", "naive", "--grid", "faster", "--grid-points", "1", "--results-dir", str(results), *extra]
 
 
@@ -465,13 +462,6 @@ def _children(pid: int) -> list[int]:
         with contextlib.suppress(OSError):  # a thread that ended meanwhile
             out += [int(c) for c in (task / "children").read_text().split()]
     return out
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def _dead(pid: int) -> bool:
@@ -489,67 +479,27 @@ def _all_dead_within(pids: list[int], seconds: float) -> bool:
     return all(_dead(c) for c in pids)
 
 
-# Put on the PYTHONPATH of the eval driver's kill test, so that every Python
-# process the driver starts loads it. In the heareval runner of the phase
-# named by FAULT_AT it adds a pause point: after the FAULT_N-th embedding file
-# written, or the FAULT_N-th backward pass of the predictor's training. There
-# it writes FAULT_MARK and waits for the test's kill, so the kill lands inside
-# that phase whatever the machine's speed.
-PAUSING_RUNNER = """
-import os, signal, sys
-from pathlib import Path
-
-_AT, _N = os.environ.get("FAULT_AT", ""), int(os.environ.get("FAULT_N", "1"))
-_ARGV = getattr(sys, "orig_argv", sys.argv)
-# the runner's phase: `-m heareval.<phase>.runner`, or `heareval_compat <phase>` (a script or a module)
-_I = next((i for i, a in enumerate(_ARGV) if "heareval_compat" in a), None)
-_WHICH = _ARGV[_I + 1] if _I is not None and _I + 1 < len(_ARGV) else next(
-    (a.split(".")[1] for a in _ARGV if a.startswith("heareval.") and a.endswith(".runner")), "")
-_count = [0]
+def _paused_driver(pause_dir: Path, stage: str, cmd: list[str]) -> list[str]:
+    """The driver command `cmd` with its `stage` runners paused (tests/paused_eval_driver.py)."""
+    assert cmd[1:3] == ["-m", "eval.driver.run"], cmd
+    return [cmd[0], str(Path(__file__).resolve().parent / "paused_eval_driver.py"), str(pause_dir), stage, *cmd[3:]]
 
 
-def _reached(where):
-    _count[0] += 1
-    if _count[0] == _N:
-        Path(os.environ["FAULT_MARK"]).write_text(f"{where} {_count[0]}")
-        while True:
-            signal.pause()  # until the driver's death kills this runner
-
-
-if _WHICH == _AT == "embeddings":
-    import numpy
-
-    _real_save = numpy.save
-
-    def _save(file, arr, *args, **kwargs):
-        _real_save(file, arr, *args, **kwargs)
-        if str(file).endswith(".embedding.npy"):
-            _reached("embedding files written:")
-
-    numpy.save = _save
-elif _WHICH == _AT == "predictions":
-    import torch
-
-    _real_backward = torch.Tensor.backward
-
-    def _backward(self, *args, **kwargs):
-        _real_backward(self, *args, **kwargs)
-        _reached("predictor training steps:")
-
-    torch.Tensor.backward = _backward
-"""
+def _paused(pause_dir: Path, stage: str) -> list[Path]:
+    return sorted(pause_dir.glob(f"{stage}-*.paused"))
 
 
 @pytest.mark.slow
 def test_eval_killed_mid_embeddings_and_mid_predictions_scores_as_uninterrupted(eval_tasks, tmp_path):
     """Uninterrupted: the four broken tasks fail by name, the good one scores.
-    Then SIGKILL the driver (only its pid) in the middle of the good task's
-    embeddings, rerun, SIGKILL it in the middle of the predictions, rerun: its
-    runners die with it, and the final scores equal the uninterrupted ones.
-    Each kill is placed by an event: the runner pauses inside its phase."""
+    Then SIGKILL the driver (only its pid) while the good task's embeddings
+    runner is paused after its first saved batch, rerun, SIGKILL it while the
+    predictions runner is paused after training its first grid point, rerun:
+    its runners die with it, and the final scores equal the uninterrupted ones."""
     root, broken = eval_tasks
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
-    ref = subprocess.run(_driver(root, tmp_path / "ref"), capture_output=True, text=True, env=env, timeout=900)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    ref = subprocess.run(_driver(root, tmp_path / "ref"), capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
     assert ref.returncode == 1, ref.stdout + ref.stderr  # failed tasks -> exit status 1
     for how, bad_file in broken.items():
         line = next(l for l in ref.stdout.splitlines() if f"broken_{how.replace(' ', '_')}" in l)
@@ -560,19 +510,14 @@ def test_eval_killed_mid_embeddings_and_mid_predictions_scores_as_uninterrupted(
     out = tmp_path / "killed"
     cmd = _driver(root, out, "--tasks", SCENE)
     work = out / "naive" / "work"
-    hook, mark = tmp_path / "hook", tmp_path / "paused"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(PAUSING_RUNNER)
     landed = []
     for phase in ("embeddings", "predictions"):
-        log = tmp_path / f"{phase}.out"
-        n = random.Random(f"{SEED}{phase}").randint(1, 3)
-        paused = dict(env, FAULT_AT=phase, FAULT_N=str(n), FAULT_MARK=str(mark),
-                      PYTHONPATH=os.pathsep.join(p for p in (str(hook), env.get("PYTHONPATH", "")) if p))
+        log, pause_dir = tmp_path / f"{phase}.out", tmp_path / f"pause-{phase}"
         with log.open("w") as fh:
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=paused)
+            proc = subprocess.Popen(_paused_driver(pause_dir, phase, cmd), stdout=fh, stderr=subprocess.STDOUT,
+                                    env=env, cwd=REPO)
         try:
-            assert _wait_for(mark.exists, proc, timeout=600), log.read_text() + "\n".join(map(str, work.rglob("*")))
+            assert _wait_for(lambda: bool(_paused(pause_dir, phase)), proc, timeout=600), log.read_text()  # noqa: B023
             runners = _children(proc.pid)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=60)
@@ -580,13 +525,17 @@ def test_eval_killed_mid_embeddings_and_mid_predictions_scores_as_uninterrupted(
             if proc.poll() is None:
                 proc.kill()
         done = {m.name for m in work.glob(f"embeddings/*/{SCENE}/*done*")}
-        landed.append(f"{phase}: paused after {mark.read_text()}; runner {runners} alive at the kill, "
+        saved = len(list(work.glob(f"embeddings/*/{SCENE}/*/*.npy")))
+        landed.append(f"{phase}: runner {runners} paused at the kill, {saved} clip embeddings saved, "
                       f"markers then {sorted(done)}")
-        mark.unlink()
-        # PR_SET_PDEATHSIG: at once (the runner itself would go on for seconds)
+        # PR_SET_PDEATHSIG: at once (the paused runner would otherwise wait for ever)
         assert runners and _all_dead_within(runners, 3), f"heareval runner outlived the driver: {runners}"
-        assert ("prediction-done.json" not in done) and (phase == "predictions" or ".done.embeddings" not in done)
-    final = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+        assert saved > 0 and "prediction-done.json" not in done, landed[-1]
+        if phase == "embeddings":
+            assert ".done.embeddings" not in done, landed[-1]
+        else:
+            assert ".done.embeddings" in done and any(p.suffix == ".ckpt" for p in work.rglob("*")), landed[-1]
+    final = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
     assert final.returncode == 0, final.stdout + final.stderr
     print("\neval driver killed twice:\n  " + "\n  ".join(landed))
     scores = json.loads((out / "naive" / "scores.json").read_text())
@@ -597,7 +546,8 @@ def test_eval_killed_mid_embeddings_and_mid_predictions_scores_as_uninterrupted(
 @pytest.mark.slow
 def test_eval_ctrl_c_with_parallel_jobs_stops_every_runner_and_resumes(tmp_path):
     """--jobs 2: Ctrl-C in a terminal (SIGINT to the driver's whole process
-    group) while both tasks' runners run stops the driver within seconds,
+    group) while both tasks' embeddings runners are paused mid-task (after
+    their first saved batch) stops the driver within seconds,
     kills both runners, starts nothing more and reports no task as failed; a
     rerun finishes both tasks. The runners sit in process groups of their
     own, so the driver alone decides how they stop: Lightning would swallow
@@ -609,20 +559,19 @@ def test_eval_ctrl_c_with_parallel_jobs_stops_every_runner_and_resumes(tmp_path)
     _tiny_hear.make_scene_task(root)
     _tiny_hear.make_event_task(root)
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     cmd = _driver(root, tmp_path / "out", "--jobs", "2")
-    log = tmp_path / "driver.out"
+    log, pause_dir = tmp_path / "driver.out", tmp_path / "pause"
     with log.open("w") as fh:
         # SIG_DFL: a shell that runs the suite in the background (`cmd &`) hands it SIGINT ignored, and
         # Python then never raises KeyboardInterrupt; a terminal's foreground job has the default
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, process_group=0,
+        proc = subprocess.Popen(_paused_driver(pause_dir, "embeddings", cmd), stdout=fh, stderr=subprocess.STDOUT,
+                                env=env, cwd=REPO, process_group=0,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        def started() -> bool:  # both runners forked and exec'd (a child joins its own group just before exec)
-            children = _children(proc.pid)
-            return len(children) == 2 and all(_cmdline(c) not in (b"", _cmdline(proc.pid)) for c in children)
-
-        assert _wait_for(started, proc, timeout=300), log.read_text()
+        assert _wait_for(lambda: len(_paused(pause_dir, "embeddings")) == 2, proc, timeout=300), log.read_text()
         runners = _children(proc.pid)
+        assert len(runners) == 2, runners
         assert all(os.getpgid(r) not in (proc.pid, os.getpgid(0)) for r in runners), "runner in a shared group"
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         proc.wait(timeout=30)
@@ -633,7 +582,7 @@ def test_eval_ctrl_c_with_parallel_jobs_stops_every_runner_and_resumes(tmp_path)
     assert proc.returncode != 0 and "KeyboardInterrupt" in out, out
     assert _all_dead_within(runners, 3), f"runners outlived the driver: {runners}"
     assert "FAILED" not in out and "predictions ..." not in out, out
-    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
     assert again.returncode == 0, again.stdout + again.stderr
     scores = json.loads((tmp_path / "out" / "naive" / "scores.json").read_text())
     assert sorted(scores["tasks"]) == sorted(p.name for p in root.iterdir())

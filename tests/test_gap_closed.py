@@ -1,12 +1,7 @@
 """The two ways the leaderboard compares a run with random weights."""
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))
-
-import leaderboard  # noqa: E402
+from eval.driver import leaderboard
 
 
 def test_gap_closed_weighs_tasks_by_distance_to_perfect():

@@ -1,12 +1,12 @@
 """The GPU correctness checks (marker `gpu`), runnable on any device.
 
 The device comes from $HEAR_ABT_CHECK_DEVICE (default cpu), the inputs from
-the folder `python eval/gpu_check.py --prepare` writes ($HEAR_ABT_CHECK_PREPARED;
+the folder `python -m tools.gpu_check --prepare` writes ($HEAR_ABT_CHECK_PREPARED;
 without it a small one is built here, which needs soundfile). On a GPU machine:
 
     HEAR_ABT_CHECK_DEVICE=cuda python -m pytest -m gpu tests/test_gpu.py
 
-eval/gpu_check.py calls the same functions (and needs no pytest). On CPU the
+tools/gpu_check.py calls the same functions (and needs no pytest). On CPU the
 default suite runs them on CPU, so none of this code goes untested there:
 "device equals CPU" is then CPU vs CPU, the rest is the real CPU path (gloo,
 GlobalBatchNorm, bf16 autocast on CPU).
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from eval import gpu_check as G
+from tools import gpu_check as G
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 DEVICE = os.environ.get("HEAR_ABT_CHECK_DEVICE", "cpu")

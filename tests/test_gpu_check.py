@@ -1,4 +1,4 @@
-"""eval/gpu_check.py's CPU path, so the GPU script cannot rot between GPU loans."""
+"""tools/gpu_check.py's CPU path, so the GPU script cannot rot between GPU loans."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "eval" / "gpu_check.py"), *args], capture_output=True, text=True, timeout=1200)
+    return subprocess.run([sys.executable, "-m", "tools.gpu_check", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=1200)
 
 
 def test_missing_prepared_folder_is_one_clear_line(tmp_path):

@@ -1,11 +1,10 @@
-"""The tools a lent GPU call uses: eval/pack_corpus.py (a corpus subset as
-Opus, to fit the 64 MiB that travels) and eval/gpu_train.py (runs sized by a
+"""The tools a lent GPU call uses: eval/corpus/pack.py (a corpus subset as
+Opus, to fit the 64 MiB that travels) and tools/gpu_train.py (runs sized by a
 wall-clock budget). Both run here on CPU, on small real audio."""
 from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,9 @@ import pytest
 import soundfile as sf
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from eval import gpu_train, pack_corpus  # noqa: E402
-from hear_abt.cli import EXAMPLES_DIR  # noqa: E402
+from eval.corpus import pack as pack_corpus
+from hear_abt.cli import EXAMPLES_DIR
+from tools import gpu_train
 
 
 def test_water_fill_gives_equal_shares_capped_by_what_a_group_has():

@@ -42,7 +42,7 @@ def test_task_folder_matches_heareval(minihear_small: Path, name: str) -> None:
                 "sample_duration", "evaluation"):
         assert key in md, key
     assert d.name == f"{md['task_name']}-v1.0-full"
-    from eval.hear_tasks import task_group
+    from eval.driver.hear_tasks import task_group
 
     # the leaderboard files every task under its group, real-audio tasks included
     assert md["mirrors_group"] == TASKS[name].group
@@ -130,7 +130,7 @@ def test_test_splits_use_held_out_items(minihear_small: Path) -> None:
 
 
 def test_corpus_is_disjoint_from_test_splits(tmp_path: Path, minihear_small: Path) -> None:
-    from eval.minihear.corpus import build_corpus
+    from eval.corpus.synthetic import build_corpus
 
     n = build_corpus(tmp_path / "corpus", hours=0.02, seed=0, n_proc=2)
     wavs = sorted((tmp_path / "corpus").glob("*.wav"))

@@ -1,4 +1,4 @@
-"""eval/mutation.py's work folder and the conftest it installs there, which
+"""tools/mutation.py's work folder and the conftest it installs there, which
 corrects what mutmut 3.3.1 gets wrong: test durations taken from teardown
 (so slow surviving mutants scored as timeouts, i.e. detected) and one
 temporary folder left behind per mutant."""
@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from eval import mutation
+from tools import mutation
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def test_slow(slow_setup, tmp_path):
 def test_conftest_reports_whole_test_time_and_removes_its_temp_folder(tmp_path):
     proj = tmp_path / "proj"
     proj.mkdir()
-    shutil.copy(REPO / "eval" / "mutation_conftest.py", proj / "conftest.py")
+    shutil.copy(REPO / "tools" / "mutation_conftest.py", proj / "conftest.py")
     (proj / "recorder.py").write_text(RECORDER)
     (proj / "test_slow.py").write_text(SLOW_TEST)
     env = dict(os.environ, PYTHONPATH=str(proj), RECORD_TO=str(tmp_path / "d.json"),
@@ -59,7 +59,7 @@ def test_conftest_reports_whole_test_time_and_removes_its_temp_folder(tmp_path):
 
 def test_prepare_installs_the_conftest_and_mutates_only_the_module(tmp_path):
     d = mutation.prepare("train/optim", tmp_path)
-    assert (d / "conftest.py").read_text() == (REPO / "eval" / "mutation_conftest.py").read_text()
+    assert (d / "conftest.py").read_text() == (REPO / "tools" / "mutation_conftest.py").read_text()
     cfg = (d / "setup.cfg").read_text()
     also_copy = cfg.split("also_copy=")[1].split("tests_dir=")[0].split()
     assert "conftest.py" in also_copy

@@ -142,14 +142,10 @@ def test_probe_config_parsing(tmp_path):
     assert {"probe_tasks", "probe_every"} <= loop.RESUMABLE_OVERRIDES
 
 
-# ---------------------------------------------------------------- eval/layer_probe.py
+# ---------------------------------------------------------------- eval/probes/layer_probe.py
 
 def _layer_probe():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
-    import layer_probe
+    from eval.probes import layer_probe
 
     return layer_probe
 

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
+import _tiny_hear
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "eval"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _tiny_hear  # noqa: E402
-import leaderboard  # noqa: E402
-import run as eval_run  # noqa: E402
-import scores  # noqa: E402
-from task_fingerprint import task_fingerprint  # noqa: E402
+from eval.driver import leaderboard, scores
+from eval.driver import run as eval_run
+from eval.driver.task_fingerprint import task_fingerprint
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""Developer tools: benchmarks, the lent-GPU checks and mutation testing (not installed)."""

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from .task import Task
+from eval.minihear.task import Task
 
 HOP_FRAMES = 5      # 50 ms event frames (10 ms log-mel hop)
 CONTEXT = 10        # +-100 ms
@@ -78,7 +78,7 @@ def _scene_score(task: Task, xtr, ytr, xte, yte) -> tuple[float, float]:
 
 def score_scene(task: Task, task_dir: Path, features: Callable[[str], tuple] | None = None) -> tuple[float, float]:
     """features(split) -> (x, labels) replaces the log-mel statistics, so the
-    same probe scores any model's embeddings (eval/linear_probe.py)."""
+    same probe scores any model's embeddings (eval/probes/linear_probe.py)."""
     features = features or (lambda split: _scene_split(task_dir, split))
     if task.split_mode == "trainvaltest":
         parts = {s: features(s) for s in ["train", "valid", "test"]}

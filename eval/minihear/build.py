@@ -1,27 +1,21 @@
-"""Build the mini-HEAR suite (or the pretraining corpus) from Debian-packaged audio.
+"""Build the mini-HEAR suite from Debian-packaged audio.
 
-    python eval/minihear/build.py --out tasks/ [--seed 0] [--small] [--tasks a,b]
-    python eval/minihear/build.py --corpus corpus/ --hours 5 [--seed 0]                # synthetic (v1)
-    python eval/minihear/build.py --corpus corpus/ --mix real|both [--packages a,b]  # + real recordings
+    python -m eval.minihear.build --out tasks/ [--seed 0] [--small] [--tasks a,b]
 
 Task builds also score the log-mel baseline and write a card per task
-(<task>/README.md; --cards-md for the combined file).
+(<task>/README.md; --cards-md for the combined file). The pretraining corpus
+from the same sources: ``python -m eval.corpus.build``.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `eval.minihear` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    __package__ = "eval.minihear"
-
-from eval.minihear import writer  # noqa: E402
-from eval.minihear.registry import TASKS  # noqa: E402
+from eval.minihear import writer
+from eval.minihear.registry import TASKS
 
 
 def dir_size(path: Path) -> int:
@@ -57,16 +51,10 @@ def build_tasks(out: Path, seed: int = 0, small: bool = False, names: list[str] 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    what = ap.add_mutually_exclusive_group(required=True)
-    what.add_argument("--out", type=Path, help="tasks folder to write (one sub-folder per task)")
-    what.add_argument("--corpus", type=Path, help="write unlabelled pretraining audio here instead")
+    ap.add_argument("--out", type=Path, required=True, help="tasks folder to write (one sub-folder per task)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--small", action="store_true", help="a few clips per class, for tests and CI")
     ap.add_argument("--tasks", default="", help="comma-separated subset of: " + ",".join(TASKS))
-    ap.add_argument("--hours", type=float, default=5.0, help="synthetic corpus size (hours of audio)")
-    ap.add_argument("--mix", choices=["real", "synthetic", "both"], default="synthetic",
-                    help="corpus content: real recordings from Debian packages, synthetic mixtures, or both")
-    ap.add_argument("--packages", default="", help="comma-separated real-audio packages (default: all known)")
     ap.add_argument("--deb-cache", type=Path, default=None,
                     help="where heavy packages are downloaded and unpacked (default $HEAR_ABT_CACHE or ~/.cache/hear-abt)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
@@ -78,18 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.deb_cache:  # real.sources / debs.fetch read it, also in worker processes
         os.environ["HEAR_ABT_CACHE"] = str(args.deb_cache.expanduser().resolve())
     t0 = time.time()
-    if args.corpus:
-        from eval.minihear import corpus
-
-        pkgs = [s for s in args.packages.split(",") if s] or None
-        if args.hours <= 0 and args.mix != "real":
-            raise SystemExit("--hours must be > 0 for a synthetic or mixed corpus")
-        n = corpus.build_corpus(args.corpus, args.hours, args.seed, args.jobs, args.cache, args.mix, pkgs)
-        dt = time.time() - t0
-        print(f"corpus ({args.mix}): {n} files, {dir_size(args.corpus) / 1e6:.1f} MB in {args.corpus}, "
-              f"built in {dt:.1f} s with {args.jobs} processes; see {args.corpus / 'report.md'}")
-        return 0
-
     names = [s for s in args.tasks.split(",") if s] or None
     plans = build_tasks(args.out, args.seed, args.small, names, args.jobs, args.cache)
     t_audio = time.time() - t0

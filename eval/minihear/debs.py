@@ -4,7 +4,7 @@ Heavy data packages (0ad-data is 1.4 GB) are never installed: `apt-get download`
 puts the .deb in <cache>/debs and `dpkg -x` unpacks it into <cache>/pkgs/<name>.
 The cache is ~/.cache/hear-abt unless HEAR_ABT_CACHE says otherwise.
 
-    python eval/minihear/debs.py [--cache DIR] PACKAGE...   # fetch and unpack
+    python -m eval.minihear.debs [--cache DIR] PACKAGE...   # fetch and unpack
 """
 from __future__ import annotations
 

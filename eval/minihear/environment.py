@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio, sources
-from .task import Clip, Task, balanced_labels, clip_rng
+from eval.minihear import audio, sources
+from eval.minihear.task import Clip, Task, balanced_labels, clip_rng
 
 FOLDS = [f"fold{i:02d}" for i in range(5)]
 TVT = ["train", "valid", "test"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio, sources
-from .task import Clip, Task, balanced_labels, clip_rng
+from eval.minihear import audio, sources
+from eval.minihear.task import Clip, Task, balanced_labels, clip_rng
 
 SPLITS = ["train", "valid", "test"]
 PITCHES = list(range(48, 72))  # C3..B3+1 octave; label index 0 is a C, so idx % 12 is the chroma

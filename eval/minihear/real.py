@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio, debs
-from .sources import holdout_role
+from eval.minihear import audio, debs
+from eval.minihear.sources import holdout_role
 
 KINDS = ("speech", "music", "environment")
 AUDIO_RE = r"\.(ogg|oga|opus|wav|flac)$"
@@ -137,7 +137,7 @@ def sources(package: str, cache: Path | None = None, fetch: bool = True) -> tupl
     root = debs.fetch(package, cache) if fetch else debs.package_root(package, cache)
     if root is None:
         raise FileNotFoundError(f"{package} is neither installed nor in the cache: run scripts/install_apt.sh "
-                                f"(small packages) or python eval/minihear/debs.py {package}")
+                                f"(small packages) or python -m eval.minihear.debs {package}")
     return list_sources(package, str(root))
 
 

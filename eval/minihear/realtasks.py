@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio, real
-from .sources import holdout_role
-from .task import Clip, Task, balanced_labels, clip_rng
+from eval.minihear import audio, real
+from eval.minihear.sources import holdout_role
+from eval.minihear.task import Clip, Task, balanced_labels, clip_rng
 
 SPLITS = ["train", "valid", "test"]
 DIGITS = [str(d) for d in range(10)]

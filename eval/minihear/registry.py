@@ -1,8 +1,8 @@
 """All mini-HEAR tasks, in card order (speech, environment, music, event)."""
 from __future__ import annotations
 
-from . import environment, music, realtasks, speech
-from .task import Task
+from eval.minihear import environment, music, realtasks, speech
+from eval.minihear.task import Task
 
 _REAL = {t.name: t for t in realtasks.TASKS}
 TASKS: dict[str, Task] = {t.name: t for t in [

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio
+from eval.minihear import audio
 
 # ---------------------------------------------------------------- hold-out
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio, sources
-from .task import Clip, Task, balanced_labels, clip_rng
+from eval.minihear import audio, sources
+from eval.minihear.task import Clip, Task, balanced_labels, clip_rng
 
 SPLITS = ["train", "valid", "test"]
 

@@ -55,7 +55,7 @@ class Task:
             "mode": "small" if small else "full",
             "splits": self.splits,
             "mirrors_hear_task": self.mirrors,
-            "mirrors_group": self.group,  # eval/hear_tasks.task_group reads it first
+            "mirrors_group": self.group,  # eval/driver/hear_tasks.task_group reads it first
             "generator": "hear-abt eval/minihear",
         }
         if self.nfolds:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio
-from .task import Clip, Task
+from eval.minihear import audio
+from eval.minihear.task import Clip, Task
 
 _CACHE: Path | None = None
 
@@ -29,7 +29,7 @@ def _init(cache: Path) -> None:
 
 
 def _render_one(job: tuple[str, Clip, str]) -> tuple[str, str, float]:
-    from .registry import TASKS
+    from eval.minihear.registry import TASKS
 
     name, clip, task_dir = job
     task = TASKS[name]

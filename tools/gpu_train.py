@@ -6,7 +6,7 @@ real run gets the step count that fills its budget, with a warm-up of 5% of
 its steps. Each finished run's encoder is exported (fp16) beside a JSON
 summary of every run (config, throughput, loss curve, wall time).
 
-    python eval/gpu_train.py --data CACHE_OR_AUDIO --out DIR --budget-s 100 \\
+    python -m tools.gpu_train --data CACHE_OR_AUDIO --out DIR --budget-s 100 \\
         --run lr0.8:lr_weights=0.8,lr_biases=0.0192 --run lr1.6:lr_weights=1.6,lr_biases=0.0384
 
 Used by scripts/gpu_lease.sh; docs/gpu.md has the figures it gave.
@@ -17,20 +17,17 @@ import argparse
 import csv
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from hear_abt.train.config import TrainConfig, parse_overrides
+from hear_abt.train.data import MelCache
+from hear_abt.train.loop import export_encoder, load_newest_state, train
 
-from hear_abt.train.config import TrainConfig, parse_overrides  # noqa: E402
-from hear_abt.train.data import MelCache  # noqa: E402
-from hear_abt.train.loop import export_encoder, load_newest_state, train  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 WARMUP_SHARE = 0.05
 PROBE_STEPS = 12  # timed steps of the throughput probe (after 2 warm-up steps)

@@ -2,9 +2,9 @@
 
 Usage (the driver does this; heareval's runner options pass through)::
 
-    python eval/heareval_compat.py predictions EMBEDDINGS_TASK_DIR --grid fast
-    python eval/heareval_compat.py predictions --predictor-seed 1 EMBEDDINGS_TASK_DIR --grid fast
-    python eval/heareval_compat.py embeddings MODULE --tasks-dir ... (GPU runs)
+    python -m eval.driver.heareval_compat predictions EMBEDDINGS_TASK_DIR --grid fast
+    python -m eval.driver.heareval_compat predictions --predictor-seed 1 EMBEDDINGS_TASK_DIR --grid fast
+    python -m eval.driver.heareval_compat embeddings MODULE --tasks-dir ... (GPU runs)
 
 Why a launcher and not a copy of heareval: each fix is a few lines around one
 heareval function, applied in this process only; heareval stays as shipped.
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     elif which == "embeddings":
         runner = _import_embeddings_runner()
     else:
-        sys.exit("usage: heareval_compat.py {predictions|embeddings} [heareval runner args]")
+        sys.exit("usage: python -m eval.driver.heareval_compat {predictions|embeddings} [heareval runner args]")
     runner.runner.main(args=argv, prog_name=f"python -m heareval.{which}.runner")
 
 

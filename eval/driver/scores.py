@@ -15,7 +15,7 @@ import math
 import statistics
 from pathlib import Path
 
-from hear_tasks import paper_key, read_metadata, task_group
+from eval.driver.hear_tasks import paper_key, read_metadata, task_group
 
 SCORES_FILE = "test.predicted-scores.json"
 

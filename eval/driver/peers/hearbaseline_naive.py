@@ -6,7 +6,7 @@ the sample rate positional; librosa 0.10 made every argument keyword-only, so
 Instead this module gives ``hearbaseline.naive`` (and only it) a librosa
 stand-in whose ``filters.mel`` forwards the rate as ``sr=``; the model and its
 numbers are hearbaseline's own. Run it as ``--module hearbaseline_naive`` with
-``eval/peers`` on PYTHONPATH (eval/run.py sets that).
+``eval/driver/peers`` on PYTHONPATH (eval/driver/run.py sets that).
 
 The naive model works at 44.1 kHz. HEAR tasks ship 44100 Hz copies; the
 mini-HEAR suite writes only 16 kHz (its sources hold nothing above 8 kHz),

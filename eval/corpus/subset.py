@@ -1,7 +1,7 @@
 """Draw a pretraining manifest from a built corpus: every synthetic clip plus a
 seeded, equal number of clips from each real-audio origin.
 
-    python eval/minihear/subset.py --corpus corpus-v2-both/ --per-origin 130 --seed 0 --out ft/manifest.csv
+    python -m eval.corpus.subset --corpus corpus-v2-both/ --per-origin 130 --seed 0 --out ft/manifest.csv
 
 Equal counts per origin keep one large package (hours of game music) from
 dominating a short run. This is how the default checkpoint's second stage drew
@@ -13,15 +13,10 @@ from __future__ import annotations
 import argparse
 import csv
 import random
-import sys
 from collections import defaultdict
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `eval.minihear` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    __package__ = "eval.minihear"
-
-from eval.minihear.corpus import read_manifest  # noqa: E402
+from eval.corpus.synthetic import read_manifest
 
 SYNTHETIC = "synthetic"
 
@@ -68,7 +63,7 @@ def write_manifest(corpus: Path, rows: list[dict], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", type=Path, required=True, help="a corpus folder written by build.py --corpus")
+    ap.add_argument("--corpus", type=Path, required=True, help="a corpus folder written by python -m eval.corpus.build")
     ap.add_argument("--per-origin", type=int, required=True, help="clips kept from each real origin")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, required=True, help="manifest to write (CSV with a path column)")

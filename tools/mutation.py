@@ -8,11 +8,11 @@ tests that cover it (MODULES below), in its own copy of the repository under
 --work (default /tmp/hear-abt-mutation), so runs never touch the checkout.
 
     pip install -r requirements/dev.txt
-    OMP_NUM_THREADS=1 python eval/mutation.py                 # every module
-    OMP_NUM_THREADS=1 python eval/mutation.py frontend embed  # some of them
-    OMP_NUM_THREADS=1 python eval/mutation.py --resume train/loop  # go on after an interruption
-    OMP_NUM_THREADS=1 python eval/mutation.py --resume --sample 100 --seed 1 train/loop  # a random 100 of the untested
-    python eval/mutation.py --report                          # figures of finished runs
+    OMP_NUM_THREADS=1 python -m tools.mutation                 # every module
+    OMP_NUM_THREADS=1 python -m tools.mutation frontend embed  # some of them
+    OMP_NUM_THREADS=1 python -m tools.mutation --resume train/loop  # go on after an interruption
+    OMP_NUM_THREADS=1 python -m tools.mutation --resume --sample 100 --seed 1 train/loop  # a random 100 of the untested
+    python -m tools.mutation --report                          # figures of finished runs
 
 Score = (killed + timeout) / all mutants; "no tests" (a function no covering
 test calls) and "survived" count against it. Survivors are listed with
@@ -45,7 +45,7 @@ MODULES: dict[str, list[str]] = {
 # mutmut's exit-code statuses that count as detected.
 DETECTED = {"killed", "timeout"}
 LEDGER = "results.json"  # in a module's work folder: every result so far (see _results)
-COPY = ["hear_abt", "tests", "eval", "checkpoints", "pyproject.toml"]
+COPY = ["hear_abt", "tests", "eval", "tools", "checkpoints", "pyproject.toml"]
 
 
 def _work_dir(work: Path, module: str) -> Path:
@@ -55,7 +55,7 @@ def _work_dir(work: Path, module: str) -> Path:
 def prepare(module: str, work: Path) -> Path:
     """A fresh copy of the repository whose setup.cfg tells mutmut to mutate
     only hear_abt/<module>.py (the rest of the package is copied unchanged),
-    with eval/mutation_conftest.py as its root conftest.py (true test
+    with tools/mutation_conftest.py as its root conftest.py (true test
     durations, one temporary folder per session, removed after it)."""
     target = f"hear_abt/{module}.py"
     if not (ROOT / target).is_file():
@@ -73,8 +73,8 @@ def prepare(module: str, work: Path) -> Path:
     others = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "hear_abt").rglob("*.py") if p.relative_to(ROOT).as_posix() != target)
     cfg = ["[mutmut]", "paths_to_mutate=hear_abt/", "do_not_mutate="]
     cfg += [f"    {p}" for p in others]
-    shutil.copy(ROOT / "eval" / "mutation_conftest.py", d / "conftest.py")
-    cfg += ["also_copy=", "    eval/", "    checkpoints/", "    conftest.py", "tests_dir="]
+    shutil.copy(ROOT / "tools" / "mutation_conftest.py", d / "conftest.py")
+    cfg += ["also_copy=", "    eval/", "    tools/", "    checkpoints/", "    conftest.py", "tests_dir="]
     cfg += [f"    {t}" for t in tests]
     (d / "setup.cfg").write_text("\n".join(cfg) + "\n")
     return d

@@ -8,7 +8,7 @@ gets the same number of seconds, or all it has if it has less, so small
 sources (environment sounds, one language's prompts) are kept whole and the
 big music packages do not crowd them out. Deterministic for a given seed.
 
-    python eval/pack_corpus.py --corpus ~/.cache/hear-abt/corpus-v2-both --out gpu_corpus --mib 46.5
+    python -m eval.corpus.pack --corpus ~/.cache/hear-abt/corpus-v2-both --out gpu_corpus --mib 46.5
 
 The GPU machine decodes it with soundfile (carry its wheel: docs/gpu.md).
 """
@@ -21,17 +21,12 @@ import json
 import os
 import random
 import shutil
-import sys
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from eval.minihear.audio import SR as SAMPLE_RATE  # noqa: E402  (the rate the corpus builder writes)
-from eval.minihear.corpus import read_manifest  # noqa: E402
+from eval.corpus.synthetic import read_manifest
+from eval.minihear.audio import SR as SAMPLE_RATE  # the rate the corpus builder writes
 
 # libsndfile's Opus compression level. On corpus v2 (40 clips, 2026-11-28): 0.95 ->
 # 19.3 kbit/s, log-mels off by 0.09 std; 0.98 -> 11.4 kbit/s, 0.14 std; 0.99 ->
@@ -135,7 +130,7 @@ def pilot(srcs: list[str], level: float) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", type=Path, required=True, help="a corpus folder built by eval/minihear/build.py --corpus (has manifest.csv)")
+    ap.add_argument("--corpus", type=Path, required=True, help="a corpus folder built by python -m eval.corpus.build (has manifest.csv)")
     ap.add_argument("--out", type=Path, required=True, help="output folder (created; must not exist)")
     ap.add_argument("--mib", type=float, default=44.0, help="size limit of the packed folder in MiB")
     ap.add_argument("--level", type=float, default=OPUS_LEVEL, help="Opus compression level, 0-1 (default: %(default)s)")

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio, real, sources
+from eval.corpus import real_corpus
+from eval.corpus.kinds import CLIP_S, MIXES
+from eval.minihear import audio, real, sources
 
-CLIP_S = 10.0
 KINDS = ["speech", "speech", "speech", "music", "music", "drums", "sfx", "game_music"]
 CORPUS_LANGS = sources.ENGLISH + sources.LANGUAGES + ["ru", "cs", "fi", "hu", "tr", "ro", "da", "el"]
 
@@ -140,8 +141,8 @@ def test_split_sources(seed: int, used: set[str] | None = None) -> set[str]:
     download them); then `used` (the corpus's source ids) must hold nothing from
     those packages, which is asserted instead.
     """
-    from . import debs
-    from .registry import TASKS
+    from eval.minihear import debs
+    from eval.minihear.registry import TASKS
 
     ids: set[str] = set()
     for task in TASKS.values():
@@ -158,16 +159,11 @@ def test_split_sources(seed: int, used: set[str] | None = None) -> set[str]:
     return ids
 
 
-MIXES = ("real", "synthetic", "both")
-# What each synthetic kind counts as in the report.
-SYNTH_KIND = {"speech": "speech", "music": "music", "drums": "music", "game_music": "music", "sfx": "environment"}
-
-
 def read_manifest(folder: Path) -> list[dict]:
     """The rows of a built corpus's manifest.csv, for the tools that take `--corpus`."""
     manifest = Path(folder) / "manifest.csv"
     if not manifest.is_file():
-        raise SystemExit(f"{manifest} not found: --corpus must be a folder built by eval/minihear/build.py --corpus")
+        raise SystemExit(f"{manifest} not found: --corpus must be a folder built by python -m eval.corpus.build")
     with manifest.open(newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
@@ -179,8 +175,6 @@ def build_corpus(out: Path, hours: float, seed: int, n_proc: int, cache: Path | 
     mix "synthetic": `hours` of rendered mixtures (the v1 corpus); "real": every
     unreserved recording of `packages` (default: all of real.PACKAGES); "both": the two.
     """
-    from . import real_corpus
-
     if mix not in MIXES:
         raise ValueError(f"mix must be one of {MIXES}, not {mix!r}")
     items = plan_corpus(hours, seed) if mix != "real" else []

@@ -1,7 +1,7 @@
 """Where the learned information sits: the online probe's linear protocol on
 each stage of the encoder, trained against random weights.
 
-    python eval/layer_probe.py --model trained.pt --model random.pt --tasks TASK_DIR [TASK_DIR ...] [--json F]
+    python -m eval.probes.layer_probe --model trained.pt --model random.pt --tasks TASK_DIR [TASK_DIR ...] [--json F]
 
 The HEAR embedding of AudioNTT concatenates its conv output ("conv2", 1024-d
 per 40 ms frame) with the MLP's output ("fc2", 2048-d). A checkpoint can beat
@@ -28,12 +28,10 @@ from typing import Sequence
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hear_abt.embed import logmel_range, padded_to_one_frame, pool_clip  # noqa: E402
-from hear_abt.hear_api import load_model  # noqa: E402
-from hear_abt.model import ABTModel  # noqa: E402
-from hear_abt.train.probe import ProbeTask, equal_length_batches, load_tasks, score_task  # noqa: E402
+from hear_abt.embed import logmel_range, padded_to_one_frame, pool_clip
+from hear_abt.hear_api import load_model
+from hear_abt.model import ABTModel
+from hear_abt.train.probe import ProbeTask, equal_length_batches, load_tasks, score_task
 
 READOUTS = ("logmel", "conv1", "conv2", "fc1", "fc2", "embedding", "conv2+fc1")
 

@@ -4,9 +4,9 @@ Runs the real trainer (log-mel cache -> crops -> augmentations on the device
 -> encoder + projector -> loss -> LARS step) for a few steps in a scratch run
 folder and prints samples/s, excluding the first two steps (warm-up).
 
-    python eval/bench_train.py                        # CPU, bundled + freedesktop audio
-    python eval/bench_train.py --device cuda --steps 50 --cache-dir cache/   # GPU, bf16
-    python eval/bench_train.py --channels-last        # compare memory formats
+    python -m tools.bench_train                        # CPU, bundled + freedesktop audio
+    python -m tools.bench_train --device cuda --steps 50 --cache-dir cache/   # GPU, bf16
+    python -m tools.bench_train --channels-last        # compare memory formats
 
 On a machine without soundfile or the audio (a GPU box), pass --data a cache
 folder built elsewhere (`python -m hear_abt.train --data AUDIO --cache-dir C
@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from hear_abt.train.config import TrainConfig
+from hear_abt.train.loop import train
 
-from hear_abt.train.config import TrainConfig  # noqa: E402
-from hear_abt.train.loop import train  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def default_corpus(tmp: Path) -> Path:

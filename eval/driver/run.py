@@ -1,16 +1,16 @@
 """Run heareval over a folder of HEAR tasks for one model and collect its scores.
 
-    python eval/run.py --tasks-dir tasks --model checkpoints/abt.pt --tag abt
-    python eval/run.py --tasks-dir tasks --module hearbaseline_naive --tag naive --grid fast
+    python -m eval.driver.run --tasks-dir tasks --model checkpoints/abt.pt --tag abt
+    python -m eval.driver.run --tasks-dir tasks --module hearbaseline_naive --tag naive --grid fast
 
 For each task folder it runs heareval's embeddings runner, then its
-predictions runner (through eval/heareval_compat.py, which fixes event tasks
+predictions runner (through eval/driver/heareval_compat.py, which fixes event tasks
 on current Lightning), each as a subprocess with its log under
 ``eval/results/<tag>/work/logs/``. It resumes: a task whose embeddings carry
 heareval's ``.done.embeddings`` marker is not embedded again, and one with
 ``prediction-done.json`` and ``test.predicted-scores.json`` is not trained
 again. After every task the scores so far go to ``eval/results/<tag>/scores.json``,
-with a content fingerprint of each task folder (eval/task_fingerprint.py): a
+with a content fingerprint of each task folder (eval/driver/task_fingerprint.py): a
 tag is not resumed on a task folder that has since been rebuilt differently.
 
 GPU: heareval's embeddings runner refuses to start when torch sees a GPU and
@@ -32,10 +32,10 @@ that keep few cores busy. Its scores depend on the thread count at rounding
 level (the same thread count gives the same scores, run alone or beside
 others), so ``scores.json`` records each task's (``predictor_threads``).
 Tasks start longest first, by the times earlier tags in the results folder
-recorded for what is left of each (eval/task_order.py). Ctrl-C stops every
+recorded for what is left of each (eval/driver/task_order.py). Ctrl-C stops every
 task's runners; a rerun resumes as after a kill.
 
-Each task folder is checked first (eval/task_check.py): a missing or corrupt
+Each task folder is checked first (eval/driver/task_check.py): a missing or corrupt
 split file, a missing clip or audio at the wrong sample rate fails that task
 with the file named, and the other tasks still run. Killed at any moment
 (its runners die with it), a rerun finishes and scores as an uninterrupted run.
@@ -58,16 +58,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-EVAL_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(EVAL_DIR))
+from eval.driver.hear_tasks import find_tasks, read_metadata, task_group
+from eval.driver.heareval_compat import MAX_SEED
+from eval.driver.scores import collect, write_scores
+from eval.driver.task_check import check_task, describe
+from eval.driver.task_fingerprint import file_sha256, task_fingerprint
+from eval.driver.task_order import STAGES, describe_order, earlier_timings, longest_first
 
-from hear_tasks import find_tasks, read_metadata, task_group  # noqa: E402
-from heareval_compat import MAX_SEED  # noqa: E402
-from scores import collect, write_scores  # noqa: E402
-from task_check import check_task, describe  # noqa: E402
-from task_fingerprint import file_sha256, task_fingerprint  # noqa: E402
-from task_order import STAGES, describe_order, earlier_timings, longest_first  # noqa: E402
-
+DRIVER_DIR = Path(__file__).resolve().parent
+EVAL_DIR = DRIVER_DIR.parent
+REPO = EVAL_DIR.parent
 DEFAULT_RESULTS = EVAL_DIR / "results"
 HEAREVAL_SEED = 42  # heareval.predictions.task_predictions seeds every task with it
 
@@ -130,9 +130,9 @@ def _env(gpu: bool, jobs: int = 1) -> dict[str, str]:
     if jobs > 1 and "OMP_NUM_THREADS" not in env:  # N runners with every core each would oversubscribe them
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         env["OMP_NUM_THREADS"] = str(max(1, cores // jobs))
-    # eval/peers holds wrapper HEAR modules; the repo root holds hear_abt.
+    # eval/driver/peers holds wrapper HEAR modules; the repo root holds hear_abt and eval.
     # A PYTHONPATH the user set comes first, so it can point at another copy.
-    paths = [env.get("PYTHONPATH", ""), str(EVAL_DIR / "peers"), str(EVAL_DIR.parent)]
+    paths = [env.get("PYTHONPATH", ""), str(DRIVER_DIR / "peers"), str(REPO)]
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     if not gpu:
         env["CUDA_VISIBLE_DEVICES"] = ""
@@ -346,7 +346,7 @@ def run(args: argparse.Namespace) -> int:
     timing: dict[str, dict[str, float]] = previous.get("timing_s", {})
     fingerprints = fingerprints_or_exit(previous.get("task_fingerprints", {}), tasks, args.tag)
     failed: list[str] = []
-    py, compat = sys.executable, str(EVAL_DIR / "heareval_compat.py")
+    py, compat = sys.executable, ["-m", "eval.driver.heareval_compat"]
     header = {"tag": args.tag, **settings, "model_sha256": file_sha256(args.model) if args.model else None,
               "tasks_dir": str(args.tasks_dir.resolve()), "task_fingerprints": fingerprints, "environment": environment()}
     # the predictor's scores move with its thread count (float summation order), so each task's is kept
@@ -410,7 +410,7 @@ def run(args: argparse.Namespace) -> int:
             with lock:
                 copied.pop(name, None)
             print(f"{prefix}: embeddings ...", flush=True)
-            runner = [compat, "embeddings"] if args.gpu else ["-m", "heareval.embeddings.runner"]
+            runner = [*compat, "embeddings"] if args.gpu else ["-m", "heareval.embeddings.runner"]
             cmd = [py, *runner, args.module, "--tasks-dir", str(args.tasks_dir.resolve()), "--task", name,
                    "--embeddings-dir", str(emb_root.resolve()), "--model-options", args.model_options]
             if args.model:
@@ -428,7 +428,7 @@ def run(args: argparse.Namespace) -> int:
             (emb_dir / "prediction-done.json").unlink(missing_ok=True)  # heareval would skip the task without scores
             print(f"{prefix}: embeddings ok ({t.get('embeddings', 0):.0f} s); predictions ...", flush=True)
             seed = ["--predictor-seed", str(settings["predictor_seed"])] if "predictor_seed" in settings else []
-            cmd = [py, compat, "predictions", *seed, str(emb_dir.resolve()), "--grid", args.grid,
+            cmd = [py, *compat, "predictions", *seed, str(emb_dir.resolve()), "--grid", args.grid,
                    "--grid-points", str(args.grid_points)]
             if args.gpu:
                 cmd += ["--gpus", "[0]"]

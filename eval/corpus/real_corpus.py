@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio, real
+from eval.corpus.kinds import CLIP_S, SYNTH_KIND
+from eval.minihear import audio, real
+from eval.minihear.sources import LICENSES
 
-CLIP_S = 10.0
 GAP_S = 0.25
 MIN_S = 1.0
 BATCH_BYTES = 8_000_000
@@ -107,9 +108,6 @@ def report_from_manifest(out: Path, mix: str, seed: int = 0) -> dict:
 
 def write_report(out: Path, rows: list[list], mix: str, seed: int, synth_hours: float) -> dict:
     """report.json and report.md: hours per kind and per source, with licences."""
-    from .corpus import SYNTH_KIND
-    from .sources import LICENSES
-
     per_kind: dict[str, float] = defaultdict(float)
     per_src: dict[str, dict] = {}
     for _file, kind, seconds, _, origin in rows:

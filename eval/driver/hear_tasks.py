@@ -23,7 +23,7 @@ GROUPS = ("speech", "env", "music", "event")
 
 class HearTask(NamedTuple):
     folder: str  # official task folder name
-    key: str  # short key used in eval/paper_scores.json and table headers
+    key: str  # short key used in eval/driver/paper_scores.json and table headers
     group: str
     title: str  # how papers name it; matched in mini tasks' free-text "mirrors"
 
@@ -65,7 +65,7 @@ def _normalise_group(group: str) -> str:
 
 def read_metadata(task_dir: Path) -> dict:
     """The task's metadata; {} when missing or unreadable, so that ordering
-    and grouping go on and eval/task_check.py names the broken file."""
+    and grouping go on and eval/driver/task_check.py names the broken file."""
     try:
         value = json.loads((Path(task_dir) / "task_metadata.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):  # UnicodeDecodeError is a ValueError

@@ -1,4 +1,4 @@
-"""The order in which ``eval/run.py --jobs N`` starts its tasks: longest first.
+"""The order in which ``python -m eval.driver.run --jobs N`` starts its tasks: longest first.
 
 With N tasks at a time a run ends when its last task ends. In folder order a
 long task that happens to come late (the mini DCASE onset task's predictor
@@ -23,7 +23,7 @@ import statistics
 from collections.abc import Mapping
 from pathlib import Path
 
-from hear_tasks import read_metadata
+from eval.driver.hear_tasks import read_metadata
 
 STAGES = ("embeddings", "predictions")
 

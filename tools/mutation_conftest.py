@@ -1,4 +1,4 @@
-"""Copied by eval/mutation.py to the root of a mutation run's work folder as
+"""Copied by tools/mutation.py to the root of a mutation run's work folder as
 conftest.py; it corrects two things mutmut 3.3.1 gets wrong for this suite.
 
 - Test durations: mutmut records each test's duration from the last report

@@ -1,6 +1,6 @@
 """How far apart two checkpoints' embeddings are on real audio.
 
-    python eval/compare_checkpoints.py A.pt B.pt AUDIO [AUDIO ...] [--limit N]
+    python -m eval.probes.compare_checkpoints A.pt B.pt AUDIO [AUDIO ...] [--limit N]
 
 Prints the mean and minimum cosine similarity, and the largest absolute
 difference relative to the largest absolute value, of scene and timestamp

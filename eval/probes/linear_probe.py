@@ -1,9 +1,9 @@
 """A linear probe on the scene embeddings heareval saved: a second protocol
 beside heareval's MLP, for the mini-HEAR tasks.
 
-    python eval/linear_probe.py --tasks-dir tasks TAG [TAG ...] [--logmel] [--random-tag TAG] [--out F]
+    python -m eval.probes.linear_probe --tasks-dir tasks TAG [TAG ...] [--logmel] [--random-tag TAG] [--out F]
 
-For each tag (a run of eval/run.py) and each mini-HEAR scene task it embedded,
+For each tag (a run of eval/driver/run.py) and each mini-HEAR scene task it embedded,
 it fits the probe of the task cards' log-mel baseline (standardised features,
 logistic regression, C = 0.5; train + valid -> test, or leave-one-fold-out)
 on the per-clip embeddings in eval/results/TAG/work/embeddings/ and prints a
@@ -23,14 +23,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-EVAL_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(EVAL_DIR.parent))
-sys.path.insert(0, str(EVAL_DIR))
+from eval.driver.leaderboard import mean_gain, mean_gap_closed
+from eval.minihear.baseline import score_scene
+from eval.minihear.registry import TASKS
 
-from leaderboard import mean_gain, mean_gap_closed  # noqa: E402
-
-from eval.minihear.baseline import score_scene  # noqa: E402
-from eval.minihear.registry import TASKS  # noqa: E402
+EVAL_DIR = Path(__file__).resolve().parents[1]
 
 TASK_BY_FOLDER = {t.folder: t for t in TASKS.values()}
 

@@ -5,9 +5,9 @@ only (no soundfile, maybe no heareval or hear-validator, no network), and
 only a small working tree travels to it. So the run needs nothing but this
 repository and one folder that `--prepare` builds here on CPU:
 
-    python eval/gpu_check.py --prepare                    # here: cache/gpu_check/ (< 40 MiB, git-ignored)
-    python eval/gpu_check.py --device cuda --out gpu_out  # there: <= 8 min on one H100
-    python eval/gpu_check.py --device cpu --quick --out DIR   # CI: the same code on CPU, small sizes
+    python -m tools.gpu_check --prepare                    # here: cache/gpu_check/ (< 40 MiB, git-ignored)
+    python -m tools.gpu_check --device cuda --out gpu_out  # there: <= 8 min on one H100
+    python -m tools.gpu_check --device cpu --quick --out DIR   # CI: the same code on CPU, small sizes
 
 It writes DIR/gpu_check.md (one markdown table) and DIR/gpu_check.json.
 Sections: (1) correctness, the checks that tests/test_gpu.py also runs under
@@ -38,14 +38,12 @@ from typing import Any, Callable
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from hear_abt.cli import EXAMPLES_DIR
+from hear_abt.encoders import ENCODERS
+from hear_abt.frontend import MelConfig
+from hear_abt.model import ABTModel
 
-from hear_abt.cli import EXAMPLES_DIR  # noqa: E402
-from hear_abt.encoders import ENCODERS  # noqa: E402
-from hear_abt.frontend import MelConfig  # noqa: E402
-from hear_abt.model import ABTModel  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_PREP = REPO / "cache" / "gpu_check"
 PREP_LIMIT_MB = 40
@@ -116,7 +114,7 @@ class Prepared:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         if not (self.folder / "mel_cache" / "index.json").is_file() or not (self.folder / "example.pt").is_file():
-            raise FileNotFoundError(f"{self.folder} is not a prepared folder: run `python eval/gpu_check.py --prepare` first")
+            raise FileNotFoundError(f"{self.folder} is not a prepared folder: run `python -m tools.gpu_check --prepare` first")
         self.cache = str(self.folder / "mel_cache")
         d = torch.load(self.folder / "example.pt", weights_only=True)
         self.example = d["wav"].float()
@@ -218,13 +216,13 @@ def check_bf16_step(prep: Prepared, device: str, batch: int = 64, projector: tup
 def check_torchrun(prep: Prepared, device: str, batch: int = 16) -> dict:
     """torchrun --nproc_per_node 1: a process group (NCCL on CUDA, gloo on CPU),
     SyncBatchNorm (GlobalBatchNorm on CPU), DDP and the distributed loss for
-    two steps (eval/ddp_probe.py); then the trainer itself for two steps."""
+    two steps (tools/ddp_probe.py); then the trainer itself for two steps."""
     if shutil.which("torchrun") is None and importlib_missing("torch.distributed.run"):
         raise RuntimeError("torchrun is not available")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "2"}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", str(29500 + os.getpid() % 1000)]
-    probe = subprocess.run([*launcher, str(REPO / "eval" / "ddp_probe.py"), "--data", prep.cache, "--device", device, "--batch", str(batch)],
-                           capture_output=True, text=True, env=env, timeout=300)
+    probe = subprocess.run([*launcher, "-m", "tools.ddp_probe", "--data", prep.cache, "--device", device, "--batch", str(batch)],
+                           capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     if probe.returncode != 0:
         raise AssertionError(f"ddp_probe failed (rc {probe.returncode}): {probe.stderr[-1500:]}")
     result = json.loads(probe.stdout.strip().splitlines()[-1])
@@ -418,7 +416,7 @@ def _raise(e: Exception):
 
 def write_report(report: dict, out: Path, quiet: bool = False) -> dict:
     lines = [f"GPU check on {report['device']}, torch {report['torch']}{' (--quick)' if report['quick'] else ''}, "
-             f"{report.get('wall_s', 0):.0f} s; command: `python eval/gpu_check.py`", "",
+             f"{report.get('wall_s', 0):.0f} s; command: `python -m tools.gpu_check`", "",
              "| section | item | status | figures |", "|---|---|---|---|"]
     for r in report["rows"]:
         lines.append(f"| {r['section']} | {r['item']} | {r['status']} | {r['detail'].replace('|', '/')} |")

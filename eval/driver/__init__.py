@@ -1,0 +1,1 @@
+"""The heareval driver: runs heareval's runners over task folders and collects scores."""

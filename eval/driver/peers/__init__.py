@@ -1,0 +1,1 @@
+"""Wrapper HEAR modules of peer models; the driver puts this folder on its runners' PYTHONPATH."""

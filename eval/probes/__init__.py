@@ -1,0 +1,1 @@
+"""Quick probes of embeddings and checkpoints, beside the full heareval protocol."""
