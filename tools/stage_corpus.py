@@ -8,8 +8,12 @@ builds the trainer's log-mel cache of that manifest (`python -m
 hear_abt.train --prepare`), so the cache grows call by call; --train runs
 the trainer on the whole stage, refusing until all K packs are there.
 
-    python -m tools.stage_corpus --stage-dir /root/abt-stage --pack gpu_packs/pack-00 [--prepare]
-    python -m tools.stage_corpus --stage-dir /root/abt-stage --train -- --device cuda --steps 5000 --run-dir /root/run
+The trainer's cache is keyed by its whole file list, so --prepare after
+call i decodes packs 0..i again; when calls are short, stage without it and
+--prepare once, in the last staging call or with --train.
+
+    python -m tools.stage_corpus --stage-dir /root/abt-stage --pack gpu_packs/pack-00 [--prepare -- --set workers=16]
+    python -m tools.stage_corpus --stage-dir /root/abt-stage --train -- --device cuda --steps 8000 --run-dir /root/run
 
 Repeating a call is harmless: a pack already staged is checked and skipped.
 """
@@ -104,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 epilog="arguments after -- go to python -m hear_abt.train (with --train)")
+                                 epilog="arguments after -- go to python -m hear_abt.train, for --prepare and --train alike "
+                                        "(the cache's mel settings must be the run's)")
     ap.add_argument("--stage-dir", type=Path, required=True, help="the stage folder, outside the working tree")
     ap.add_argument("--pack", type=Path, action="append", default=[], help="a pack to stage (repeatable)")
     ap.add_argument("--prepare", action="store_true", help="build the log-mel cache of everything staged")
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if n == 0:
         return 0
     if args.prepare or args.train:
-        rc = subprocess.run(trainer(stage, "--prepare")).returncode
+        rc = subprocess.run(trainer(stage, "--prepare", *extra)).returncode
         if rc:
             return rc
     if args.train:
