@@ -72,7 +72,7 @@ V3_PACKAGES: dict[str, tuple[list[tuple[str, str | None]], str]] = {
                         (AUDIO_RE, "environment")], "GPL-2 / CC-BY-SA-3.0 (per file)"),
     "nexuiz-data": ([(r"data\.pk3::sound/(announcer|tutorial)/.*" + AUDIO_RE, "speech"),
                      (r"data\.pk3::sound/.*" + AUDIO_RE, "environment")], "GPL-2+"),
-    "warzone2100-data": ([(r"base\.wz::audio/(tutorial|memressp|proxmessages|vtoltalk|countdown|taunts)/.*"
+    "warzone2100-data": ([(r"base\.wz::audio/(tutorial|memressp|proxmessages|vtoltalk|countdown|taunts|extra|nexus|coltive)/.*"
                            + AUDIO_RE, "speech"),
                           (r"base\.wz::sequenceaudio/.*" + AUDIO_RE, "speech"),
                           (r"base\.wz::audio/.*" + AUDIO_RE, "environment")], "GPL-2+ / CC-BY-SA-3.0 / CC0 (per file)"),
