@@ -1,4 +1,4 @@
-"""Corpus v2: real recordings from Debian packages, their hold-out and report.
+"""Corpus v2/v3: real recordings from Debian packages, their hold-out and report.
 
 Uses only the small asterisk/fillets packages that scripts/install_apt.sh installs.
 """
@@ -99,6 +99,76 @@ def test_real_corpus_build_report_and_determinism(tmp_path: Path) -> None:
     # Same bytes with one process and without the (fully reserved) test voice.
     assert main(["--out", str(b), "--mix", "real", "--packages", EN, "--jobs", "1"]) == 0
     assert _hashes(a) == _hashes(b)
+
+
+V2 = ("0ad-data", "asterisk-core-sounds-en-wav", "asterisk-core-sounds-es-wav", "asterisk-core-sounds-fr-wav",
+      "asterisk-core-sounds-it-wav", "asterisk-core-sounds-ru-wav", "asterisk-moh-opsound-wav",
+      "asterisk-prompt-it-menardi-wav", "colobot-common-sounds", "fillets-ng-data", "fillets-ng-data-cs",
+      "fillets-ng-data-nl", "freedroidrpg-data", "hyperrogue-music", "nexuiz-music", "openclonk-data",
+      "supertuxkart-data", "ufoai-music", "warzone2100-music", "wesnoth-1.16-music")
+
+
+def test_corpus_versions_keep_v2_and_never_take_a_forbidden_package() -> None:
+    assert real.CORPUS_VERSIONS["v2"] == V2  # v2 stays reproducible
+    v3 = set(real.CORPUS_VERSIONS["v3"])
+    assert set(V2) < v3 and len(v3) >= 50 and real.CORPUS_VERSION == "v3"
+    for version, packages in real.CORPUS_VERSIONS.items():
+        assert not set(packages) & (debs.RESERVED | real.TEST_VOICE_ELSEWHERE), version
+        assert not any(p.startswith("ufoai-") and p != "ufoai-music" for p in packages), version
+    assert set(real.PACKAGES) >= real.HEAVY and all(real.PACKAGES[p][1] for p in real.PACKAGES)
+    with pytest.raises(ValueError, match="unknown corpus version"):
+        real_corpus.plan([EN], version="v9")
+
+
+def test_package_files_are_regular_files_only(tmp_path: Path) -> None:
+    """Unpacked trees hold symlinks into other packages that dangle; a link to a
+    file of the package would count that file twice."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.ogg").write_bytes(b"x")
+    (tmp_path / "a" / "dangling.ogg").symlink_to(tmp_path / "nowhere.ogg")
+    (tmp_path / "a" / "again.ogg").symlink_to(tmp_path / "a" / "x.ogg")
+    (tmp_path / "a" / "d.ogg").symlink_to(tmp_path / "a", target_is_directory=True)
+    assert debs.files("pkg", tmp_path) == ["a/x.ogg"]
+
+
+def _wav(path: Path, seed: int, seconds: float = 0.5) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = np.random.default_rng(seed).uniform(-0.3, 0.3, int(16000 * seconds)).astype(np.float32)
+    sf.write(path, x, 16000)
+
+
+def test_v3_counts_a_recording_once_and_never_a_copy_of_a_held_out_one(tmp_path: Path, monkeypatch) -> None:
+    _wav(tmp_path / "a" / "one.wav", 1)
+    _wav(tmp_path / "a" / "held.wav", 2)
+    _wav(tmp_path / "b" / "one_again.wav", 1)  # the same bytes, shipped by another package
+    _wav(tmp_path / "b" / "held_copy.wav", 2)
+    _wav(tmp_path / "b" / "own.wav", 3)
+    srcs = {p: tuple(real.RealSource(p, f.name, None, "speech", str(tmp_path / p)) for f in sorted((tmp_path / p).iterdir()))
+            for p in ("a", "b")}
+    monkeypatch.setattr(real, "sources", lambda package, cache=None, fetch=True: srcs[package])
+    monkeypatch.setattr(real, "reserved_for_tasks", lambda s: s.path == "held.wav")
+    taken = lambda version: sorted(f"{s.package}/{s.path}" for j in real_corpus.plan(["a", "b"], version=version)  # noqa: E731
+                                   for s in j["sources"])
+    assert taken("v3") == ["a/one.wav", "b/own.wav"]
+    assert taken("v2") == ["a/one.wav", "b/held_copy.wav", "b/one_again.wav", "b/own.wav"]  # as v2 was built
+
+
+def test_raw_gsm_prompts_decode_and_report_their_hours(tmp_path: Path) -> None:
+    x = (0.3 * np.sin(np.arange(8000) * 2 * np.pi * 440 / 8000)).astype(np.float32)
+    sf.write(tmp_path / "hello.gsm", x, 8000, format="RAW", subtype="GSM610")
+    src = real.RealSource("asterisk-prompt-fr-armelle", "hello.gsm", None, "speech", str(tmp_path))
+    y = real.decode(src, trim=False)
+    assert abs(y.size - 16000) <= 320 and np.abs(y).max() > 0.1
+    assert real.seconds(src) == pytest.approx(1.0, abs=0.02)
+
+
+def test_header_report_gives_hours_files_and_licence() -> None:
+    rep = real_corpus.header_report(real_corpus.plan([EN]))
+    d = rep["packages"][EN]
+    assert d["files"] > 500 and 0.2 < d["hours"] == rep["hours_total"] < 1.0 and set(d["kinds"]) == {"speech"}
+    assert d["licence"] == real.PACKAGES[EN][1]
+    md = real_corpus.header_report_md(rep, "v3")
+    assert f"| {EN} | {d['kinds']['speech']:.2f} | 0.00 | 0.00 | {d['files']} |" in md
 
 
 def _decode_all(srcs: list) -> list:

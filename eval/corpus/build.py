@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hours", type=float, default=5.0, help="synthetic corpus size (hours of audio)")
     ap.add_argument("--mix", choices=MIXES, default="synthetic",
                     help="corpus content: real recordings from Debian packages, synthetic mixtures, or both")
-    ap.add_argument("--packages", default="", help="comma-separated real-audio packages (default: all known)")
+    ap.add_argument("--packages", default="", help="comma-separated real-audio packages (default: the version's)")
+    ap.add_argument("--corpus-version", default=None,
+                    help="real-audio corpus version: v2 or v3 (default: the newest; v2 rebuilds the old corpus)")
     ap.add_argument("--deb-cache", type=Path, default=None,
                     help="where heavy packages are downloaded and unpacked (default $HEAR_ABT_CACHE or ~/.cache/hear-abt)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
@@ -38,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--hours must be > 0 for a synthetic or mixed corpus")
     t0 = time.time()
     pkgs = [s for s in args.packages.split(",") if s] or None
-    n = build_corpus(args.out, args.hours, args.seed, args.jobs, args.cache, args.mix, pkgs)
+    n = build_corpus(args.out, args.hours, args.seed, args.jobs, args.cache, args.mix, pkgs,
+                     version=args.corpus_version)
     print(f"corpus ({args.mix}): {n} files, {dir_size(args.out) / 1e6:.1f} MB in {args.out}, "
           f"built in {time.time() - t0:.1f} s with {args.jobs} processes; see {args.out / 'report.md'}")
     return 0

@@ -11,13 +11,21 @@ big music packages do not crowd them out. Deterministic for a given seed.
     python -m eval.corpus.pack --corpus ~/.cache/hear-abt/corpus-v2-both --out gpu_corpus --mib 46.5
 
 The GPU machine decodes it with soundfile (carry its wheel: docs/gpu.md).
+
+With `--shards K` the whole corpus is packed instead, as K disjoint packs
+OUT/pack-00 ... (one per call: tools/stage_corpus.py stages them); each must
+fit --mib, and `--shards 0` picks the smallest K the pilot's bit rate allows.
+
+    python eval/pack_corpus.py --corpus ~/.cache/hear-abt/corpus-v3 --out gpu_packs --mib 46.5 --shards 0
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
+import math
 import os
 import random
 import shutil
@@ -65,6 +73,26 @@ def choose(rows: list[dict], seconds: float, seed: int) -> list[dict]:
             chosen.append(r)
             got += float(r["seconds"])
     return sorted(chosen, key=lambda r: r["file"])
+
+
+def shard(rows: list[dict], k: int, seed: int) -> list[list[dict]]:
+    """K disjoint parts that cover `rows`, each with about the same seconds of
+    every (origin, kind) group: any one pack is a fair sample of the corpus."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[f"{r['origin']}/{r['kind']}"].append(r)
+    parts: list[list[dict]] = [[] for _ in range(k)]
+    total = [0.0] * k
+    for g in sorted(groups):
+        rs = sorted(groups[g], key=lambda r: r["file"])
+        random.Random(f"{seed}:{g}").shuffle(rs)
+        in_group = [0.0] * k
+        for r in rs:
+            i = min(range(k), key=lambda j: (in_group[j], total[j], j))
+            parts[i].append(r)
+            in_group[i] += float(r["seconds"])
+            total[i] += float(r["seconds"])
+    return [sorted(p, key=lambda r: r["file"]) for p in parts]
 
 
 def manifest_text(rows: list[dict]) -> str:
@@ -128,6 +156,56 @@ def pilot(srcs: list[str], level: float) -> tuple[float, float]:
     return bits / seconds / 1000, float(torch.cat(diffs).mean() / torch.cat(clean).std())
 
 
+def write_shards(args: argparse.Namespace, rows: list[dict], fit_seconds: float, kbps: float, loss: float,
+                 limit: float) -> int:
+    """Every clip in exactly one of K packs; each pack written whole (tmp + rename)
+    or not at all, so a rerun after a kill encodes only the missing packs."""
+    total = sum(float(r["seconds"]) for r in rows)
+    k = args.shards or max(1, math.ceil(total / fit_seconds))
+    if k < 0:
+        raise SystemExit(f"--shards must be >= 0, got {k}")
+    parts = shard(rows, k, args.seed)
+    # names this set of packs: the corpus's clips and how they were split and encoded
+    corpus_id = hashlib.sha256(json.dumps([sorted(r["file"] for r in rows), k, args.seed, args.level]).encode()).hexdigest()[:12]
+    args.out.mkdir(parents=True, exist_ok=True)
+    index_path = args.out / "shards.json"
+    if index_path.exists() and json.loads(index_path.read_text())["corpus_id"] != corpus_id:
+        raise SystemExit(f"{args.out} holds packs of another corpus or --shards; give a new folder")
+    names = [f"pack-{i:02d}" for i in range(k)]
+    index = {"corpus_id": corpus_id, "shards": k, "packs": names, "clips": len(rows), "hours": round(total / 3600, 3),
+             "seed": args.seed, "source_corpus": str(args.corpus)}
+    tmp_index = args.out / "shards.json.tmp"
+    tmp_index.write_text(json.dumps(index, indent=1) + "\n")
+    os.replace(tmp_index, index_path)
+    with ProcessPoolExecutor(args.workers) as pool:
+        for i, (name, part) in enumerate(zip(names, parts)):
+            dest = args.out / name
+            if dest.exists():
+                continue
+            tmp = args.out / (name + ".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            jobs = [(str(args.corpus / r["file"]), str(tmp / (Path(r["file"]).stem + ".opus")), args.level) for r in part]
+            size = sum(pool.map(encode, jobs, chunksize=16)) + len(manifest_text(part).encode())
+            if size > limit:
+                shutil.rmtree(tmp)
+                need = math.ceil(k * size / limit)
+                raise SystemExit(f"{name} is {size / 2**20:.1f} MiB, over --mib {args.mib:g}: use --shards {need} or more")
+            hours = defaultdict(float)
+            for r in part:
+                hours[r["kind"]] += float(r["seconds"]) / 3600
+            (tmp / "manifest.csv").write_bytes(manifest_text(part).encode())
+            report = {"shard": i, "shards": k, "corpus_id": corpus_id, "clips": len(part),
+                      "hours": round(sum(hours.values()), 3),
+                      "hours_by_kind": {kk: round(v, 3) for kk, v in sorted(hours.items())},
+                      "mib": round(size / 2**20, 2), "opus_level": args.level, "pilot_kbps": round(kbps, 1),
+                      "logmel_mean_abs_diff_std": round(loss, 3), "seed": args.seed}
+            (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+            tmp.rename(dest)
+            print(json.dumps({"pack": name, **report}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", type=Path, required=True, help="a corpus folder built by python -m eval.corpus.build (has manifest.csv)")
@@ -136,11 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--level", type=float, default=OPUS_LEVEL, help="Opus compression level, 0-1 (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--shards", type=int, default=None, metavar="K",
+                    help="pack the whole corpus as K disjoint packs OUT/pack-00.. each within --mib (0: as few as fit)")
     args = ap.parse_args(argv)
     if not 0.0 <= args.level <= 1.0:
         raise SystemExit(f"--level must be between 0 and 1, got {args.level}")
     rows = read_manifest(args.corpus)
-    if args.out.exists():
+    if args.out.exists() and args.shards is None:
         raise SystemExit(f"{args.out} exists; give a new folder")
     budget = args.mib * 2**20
     if budget <= REPORT_BYTES + len(manifest_text([])):
@@ -150,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     kbps, loss = pilot([str(args.corpus / r["file"]) for r in sample[:PILOT_CLIPS]], args.level)
     limit = budget - REPORT_BYTES
     seconds = 0.97 * limit * 8 / (1.05 * kbps * 1000)  # the pilot's rate, with a margin
+    if args.shards is not None:
+        return write_shards(args, rows, seconds, kbps, loss, limit)
 
     def packed_bytes(added: list[tuple[dict, str, int]]) -> int:
         return sum(b for _, _, b in added) + len(manifest_text([r for r, _, _ in added]).encode())

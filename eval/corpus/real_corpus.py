@@ -35,12 +35,31 @@ def _size(src: real.RealSource) -> int:
     return real._zip(str(path)).getinfo(src.member).file_size
 
 
-def plan(packages: list[str] | None = None, deb_cache: Path | None = None) -> list[dict]:
-    """Jobs {package, kind, batch, sources}; fetches missing packages into the cache."""
-    packages = packages or sorted(real.PACKAGES)
+def plan(packages: list[str] | None = None, deb_cache: Path | None = None,
+         version: str = real.CORPUS_VERSION) -> list[dict]:
+    """Jobs {package, kind, batch, sources}; fetches missing packages into the cache.
+
+    From v3 on, a recording whose bytes equal an earlier one's, or a reserved
+    source's, is skipped: a sound shipped twice counts once, and a copy of a
+    held-out recording in another package stays out."""
+    if version not in real.CORPUS_VERSIONS:
+        raise ValueError(f"unknown corpus version {version!r}; known: {sorted(real.CORPUS_VERSIONS)}")
+    packages = packages or list(real.CORPUS_VERSIONS[version])
+    per_package = {p: real.sources(p, deb_cache) for p in packages}
+    dedupe = version != "v2"
+    seen = {real.content_hash(s) for srcs in per_package.values() for s in srcs
+            if real.reserved_for_tasks(s)} if dedupe else set()
     jobs = []
     for package in packages:
-        srcs = [s for s in real.sources(package, deb_cache) if not real.reserved_for_tasks(s)]
+        srcs = [s for s in per_package[package] if not real.reserved_for_tasks(s)]
+        if dedupe:
+            kept = []
+            for s in srcs:
+                h = real.content_hash(s)
+                if h not in seen:
+                    seen.add(h)
+                    kept.append(s)
+            srcs = kept
         for kind in real.KINDS:
             batch, size = [], 0
             for s in (s for s in srcs if s.kind == kind):
@@ -52,6 +71,36 @@ def plan(packages: list[str] | None = None, deb_cache: Path | None = None) -> li
             if batch:
                 jobs.append({"package": package, "kind": kind, "batch": len(jobs), "sources": batch})
     return jobs
+
+
+def header_report(jobs: list[dict]) -> dict:
+    """Hours (from file headers, before silence trimming), files and licence per package and
+    per kind of a plan: what a build would take, without decoding it."""
+    per_pkg: dict[str, dict] = {}
+    per_kind: dict[str, float] = defaultdict(float)
+    for job in jobs:
+        d = per_pkg.setdefault(job["package"], {"files": 0, "hours": 0.0, "kinds": defaultdict(float),
+                                                "licence": real.PACKAGES[job["package"]][1]})
+        for s in job["sources"]:
+            h = real.seconds(s) / 3600
+            d["files"] += 1
+            d["hours"] += h
+            d["kinds"][job["kind"]] += h
+            per_kind[job["kind"]] += h
+    return {"hours_total": sum(per_kind.values()), "hours_per_kind": dict(per_kind),
+            "files": sum(d["files"] for d in per_pkg.values()), "packages": per_pkg}
+
+
+def header_report_md(rep: dict, version: str) -> str:
+    lines = [f"Corpus {version}: {rep['hours_total']:.1f} h in {rep['files']} recordings from "
+             f"{len(rep['packages'])} packages (hours from file headers, before silence trimming).", "",
+             "| kind | hours |", "|---|---|"]
+    lines += [f"| {k} | {rep['hours_per_kind'].get(k, 0.0):.2f} |" for k in real.KINDS]
+    lines += ["", "| package | speech h | music h | environment h | files | licence |", "|---|---|---|---|---|---|"]
+    for p, d in sorted(rep["packages"].items()):
+        kh = " | ".join(f"{d['kinds'].get(k, 0.0):.2f}" for k in real.KINDS)
+        lines.append(f"| {p} | {kh} | {d['files']} | {d['licence']} |")
+    return "\n".join(lines) + "\n"
 
 
 def _render(args: tuple[dict, str]) -> list[list]:
@@ -153,3 +202,23 @@ def write_report(out: Path, rows: list[list], mix: str, seed: int, synth_hours: 
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, out / "report.md")
     return rep
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the header-based report of a corpus version (fetches missing packages)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Hours by kind and package of a corpus version, from file headers.")
+    ap.add_argument("--version", default=real.CORPUS_VERSION, choices=sorted(real.CORPUS_VERSIONS))
+    ap.add_argument("--deb-cache", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = ap.parse_args(argv)
+    rep = header_report(plan(None, args.deb_cache, args.version))
+    print(header_report_md(rep, args.version), end="")
+    if args.json:
+        args.json.write_text(json.dumps(rep, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -169,16 +169,18 @@ def read_manifest(folder: Path) -> list[dict]:
 
 
 def build_corpus(out: Path, hours: float, seed: int, n_proc: int, cache: Path | None = None,
-                 mix: str = "synthetic", packages: list[str] | None = None, deb_cache: Path | None = None) -> int:
+                 mix: str = "synthetic", packages: list[str] | None = None, deb_cache: Path | None = None,
+                 version: str | None = None) -> int:
     """Write the corpus (clips, manifest.csv, report.md/json); returns the number of clips.
 
     mix "synthetic": `hours` of rendered mixtures (the v1 corpus); "real": every
-    unreserved recording of `packages` (default: all of real.PACKAGES); "both": the two.
+    unreserved recording of `packages` (default: those of corpus `version`, by default
+    real.CORPUS_VERSION); "both": the two.
     """
     if mix not in MIXES:
         raise ValueError(f"mix must be one of {MIXES}, not {mix!r}")
     items = plan_corpus(hours, seed) if mix != "real" else []
-    jobs = real_corpus.plan(packages, deb_cache) if mix != "synthetic" else []
+    jobs = real_corpus.plan(packages, deb_cache, version or real.CORPUS_VERSION) if mix != "synthetic" else []
     used = {s for it in items for s in it["sources"]} | {s.id for j in jobs for s in j["sources"]}
     overlap = used & test_split_sources(seed, used)
     assert not overlap, f"corpus would share {len(overlap)} test items with the tasks, e.g. {sorted(overlap)[:5]}"

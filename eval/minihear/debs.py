@@ -86,13 +86,20 @@ def fetch(package: str, cache: Path | None = None) -> Path:
 
 
 def files(package: str, root: Path) -> list[str]:
-    """The package's regular files as paths relative to its root, sorted."""
+    """The package's regular files as paths relative to its root, sorted.
+
+    Symbolic links are skipped: a link inside the package names a file listed
+    anyway, and one pointing outside it (or nowhere, in an unpacked tree whose
+    targets live in other packages) is not this package's audio."""
+    def regular(p: str) -> bool:
+        return os.path.isfile(p) and not os.path.islink(p)
+
     if root == Path("/"):
         out = subprocess.run(["dpkg-query", "-L", package], capture_output=True, text=True, check=True).stdout
-        return sorted(p.lstrip("/") for p in out.splitlines() if p.startswith("/") and os.path.isfile(p))
+        return sorted(p.lstrip("/") for p in out.splitlines() if p.startswith("/") and regular(p))
     rel = []
     for d, _, names in os.walk(root):
-        rel += [os.path.relpath(os.path.join(d, n), root) for n in names if n != _DONE]
+        rel += [os.path.relpath(os.path.join(d, n), root) for n in names if n != _DONE and regular(os.path.join(d, n))]
     return sorted(rel)
 
 

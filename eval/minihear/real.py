@@ -23,6 +23,7 @@ from eval.minihear.sources import holdout_role
 
 KINDS = ("speech", "music", "environment")
 AUDIO_RE = r"\.(ogg|oga|opus|wav|flac)$"
+GSM_RE = r"\.gsm$"  # headerless GSM 6.10 at 8 kHz (asterisk prompt sets)
 
 # package -> (rules, licence of its audio as read from usr/share/doc/<package>/copyright).
 # A rule is (regex on the path, or "zip-path::member-regex", kind); the first match wins.
@@ -55,12 +56,82 @@ PACKAGES: dict[str, tuple[list[tuple[str, str | None]], str]] = {
     "hyperrogue-music": ([(AUDIO_RE, "music")], "CC-BY-SA-3.0 / CC-BY-3.0 / CC0-1.0 (per file)"),
     "asterisk-moh-opsound-wav": ([(AUDIO_RE, "music")], "CC-BY-SA-3.0"),
 }
+
+def _music_else_env(music: str) -> list[tuple[str, str | None]]:
+    return [(music + ".*" + AUDIO_RE, "music"), (AUDIO_RE, "environment")]
+
+
+# Corpus v3 adds these. Kinds by path: soundtrack "music", dialogue and voices "speech",
+# effects and ambiences "environment". Licences from each package's copyright file.
+V3_PACKAGES: dict[str, tuple[list[tuple[str, str | None]], str]] = {
+    "asterisk-prompt-es-co": ([(GSM_RE, "speech")], "GPL-2"),
+    "asterisk-prompt-fr-armelle": ([(GSM_RE, "speech")], "GPL-2+"),
+    "festvox-ru": ([(r"/russian/.*/wav/.*" + AUDIO_RE, "speech")], "GPL-3 / BSD-like (voice data)"),
+    "tuxpaint-stamps-default": ([(r"_desc[^/]*" + AUDIO_RE, "speech"), (AUDIO_RE, "environment")], "GPL-2"),
+    "hedgewars-data": ([(r"/Data/Music/.*" + AUDIO_RE, "music"), (r"/Sounds/voices/.*" + AUDIO_RE, "speech"),
+                        (AUDIO_RE, "environment")], "GPL-2 / CC-BY-SA-3.0 (per file)"),
+    "nexuiz-data": ([(r"data\.pk3::sound/(announcer|tutorial)/.*" + AUDIO_RE, "speech"),
+                     (r"data\.pk3::sound/.*" + AUDIO_RE, "environment")], "GPL-2+"),
+    "warzone2100-data": ([(r"base\.wz::audio/(tutorial|memressp|proxmessages|vtoltalk|countdown|taunts|extra|nexus|coltive)/.*"
+                           + AUDIO_RE, "speech"),
+                          (r"base\.wz::sequenceaudio/.*" + AUDIO_RE, "speech"),
+                          (r"base\.wz::audio/.*" + AUDIO_RE, "environment")], "GPL-2+ / CC-BY-SA-3.0 / CC0 (per file)"),
+    "unknown-horizons": ([(r"/audio/music/.*" + AUDIO_RE, "music"), (r"/audio/voice/.*" + AUDIO_RE, "speech"),
+                          (AUDIO_RE, "environment")], "GPL-2+ / CC-BY-SA-3.0 (per file)"),
+    "redeclipse-data": ([(r"/sounds/(music|theme|original)[^/]*.*" + AUDIO_RE, "music"),
+                         (r"/maps/.*" + AUDIO_RE, "music"),
+                         (r"/sounds/(voice|announcer)/.*" + AUDIO_RE, "speech"),
+                         (AUDIO_RE, "environment")], "CC-BY-SA-3.0 / CC-BY-3.0 / CC0-1.0 (per file)"),
+    "supertux-data": ([(r"/music/.*" + AUDIO_RE, "music"), (r"/speech/.*" + AUDIO_RE, "speech"),
+                       (AUDIO_RE, "environment")], "GPL-2+ / GPL-3+ / CC-BY-SA (per file)"),
+    "naev-data": (_music_else_env(r"/snd/music/"), "CC-BY-3.0 / CC-BY-SA-3.0 / GPL / public domain (per file)"),
+    "widelands-data": (_music_else_env(r"/data/music/"), "GPL-2+ / CC-BY-SA-3.0 (per file)"),
+    "berusky2-data": (_music_else_env(r"/berusky2/music/"), "GPL-2+"),
+    "megaglest-data": (_music_else_env(r"/music/"), "CC-BY-SA-3.0 (data)"),
+    "flare-game": (_music_else_env(r"/music/"), "CC-BY-SA-3.0+ / GPL-3+ (per file)"),
+    "btanks-data": (_music_else_env(r"/data/tunes/"), "GPL-2+ / LGPL-2.1+ (per file)"),
+    "ardentryst": ([(r"/Music/.*" + AUDIO_RE, "music"), (r"/Sounds/VOI_.*" + AUDIO_RE, "speech"),
+                    (AUDIO_RE, "environment")], "GPL-3+ / CC-BY-SA-3.0 (per file)"),
+    "warmux-data": ([(r"/music/.*" + AUDIO_RE, "music"), (r"/sound/.*/voices/.*" + AUDIO_RE, "speech"),
+                     (AUDIO_RE, "environment")], "GPL-2+"),
+    "marsshooter-data": (_music_else_env(r"/audio/music/"), "GPL-3+ / CC-BY-SA-3.0 / CC-BY-3.0 (per file)"),
+    "trackballs-data": (_music_else_env(r"/music/"), "GPL-2+ / Ethymonics Free Music License (music)"),
+    "starfighter-data": (_music_else_env(r"/music/"), "CC-BY-3.0 / CC-BY-SA-3.0 / public domain (per file)"),
+    "lincity-ng-data": (_music_else_env(r"/music/"), "GPL-2+"),
+    "enigma-data": (_music_else_env(r"/music/"), "GPL-2"),
+    "freecol": ([(r"/video/", None), (r"/resources/(music|sound/anthem)/.*" + AUDIO_RE, "music"),
+                 (AUDIO_RE, "environment")],
+                "GPL-2+ / CC-BY-SA-3.0 (per file)"),
+    "freeorion-data": ([(r"/sound/.*" + AUDIO_RE, "environment")], "CC-BY-SA-3.0 (data)"),
+    "freedink-data": ([(r"\.ogg$", "music"), (r"\.wav$", "environment")], "GPL-3+ / free sound replacements"),
+    "scorched3d-data": ([(r"/music/.*" + AUDIO_RE, "music"), (AUDIO_RE, "environment")], "GPL-2+ / CC-BY-SA-3"),
+    "wordwarvi-sound": ([(r"/sounds/(dtox3|lucky|destiny)[^/]*" + AUDIO_RE, "music"), (AUDIO_RE, "environment")],
+                        "GPL-2+ / CC-BY-SA-3.0 (per file)"),
+    "zaz-data": ([(r"/mus\d[^/]*" + AUDIO_RE, "music"), (AUDIO_RE, "environment")], "GPL-3+ / CC-BY-SA-3.0"),
+    "drascula-music": ([(AUDIO_RE, "music")], "Drascula licence (freely redistributable, BSD-like)"),
+    "singularity-music": ([(AUDIO_RE, "music")], "CC-BY-SA"),
+    "fretsonfire-songs-muldjord": ([(AUDIO_RE, "music")], "CC-BY-SA-3.0"),
+    "fretsonfire-songs-sectoid": ([(AUDIO_RE, "music")], "CC-BY-SA-3.0"),
+    "pushover-data": ([(AUDIO_RE, "music")], "GPL-3+"),
+    "lordsawar-data": ([(AUDIO_RE, "music")], "GPL-3+ / CC-BY-SA (per file)"),
+    "wizznic-data": ([(r"/music/.*" + AUDIO_RE, "music"), (AUDIO_RE, "environment")], "GPL-3+"),
+    "xmoto-data": ([(AUDIO_RE, "music")], "GPL-2+ (per file)"),
+}
+# Corpus versions: each names the packages it takes, so an older corpus stays reproducible.
+CORPUS_VERSIONS: dict[str, tuple[str, ...]] = {"v2": tuple(sorted(PACKAGES))}
+PACKAGES.update(V3_PACKAGES)
+CORPUS_VERSIONS["v3"] = tuple(sorted(PACKAGES))
+CORPUS_VERSION = "v3"  # what a corpus build takes unless told otherwise
+
 # Over 300 MB to download: fetched into the cache on demand, never installed.
-HEAVY = {"0ad-data", "supertuxkart-data", "freedroidrpg-data", "ufoai-music"}
+HEAVY = {"0ad-data", "supertuxkart-data", "freedroidrpg-data", "ufoai-music",
+         "naev-data", "widelands-data", "berusky2-data", "redeclipse-data"}
 
 # ---------------------------------------------------------------- task hold-outs (seed-independent)
 # asterisk_digits: the menardi voice is the test speaker; the corpus never hears that voice at all.
 TEST_VOICE_PACKAGES = {"asterisk-prompt-it-menardi-wav"}
+# Other packages of the same voice: no corpus version may take them (asserted in the tests).
+TEST_VOICE_ELSEWHERE = {"asterisk-prompt-it", "asterisk-prompt-it-menardi-alaw", "asterisk-prompt-it-menardi-gsm"}
 # fillets_speaker: dialogue lines whose fixed hash role is "test".
 FILLETS_SPEECH = ("fillets-ng-data-cs", "fillets-ng-data-nl")
 # game_soundtrack: music tracks whose fixed hash role is "test".
@@ -158,12 +229,35 @@ def decode(src: RealSource, trim: bool = True) -> np.ndarray:
     import soundfile as sf
 
     path = Path(src.root) / src.path
-    if src.member is None:
+    if src.member is None and re.search(GSM_RE, src.path):
+        x, sr = sf.read(str(path), dtype="float32", always_2d=True, format="RAW", subtype="GSM610",
+                        samplerate=8000, channels=1)
+    elif src.member is None:
         x, sr = sf.read(str(path), dtype="float32", always_2d=True)
     else:
         x, sr = sf.read(io.BytesIO(_zip(str(path)).read(src.member)), dtype="float32", always_2d=True)
     y = audio.resample(x.mean(axis=1), sr)
     return audio.trim_silence(y) if trim else y
+
+
+def seconds(src: RealSource) -> float:
+    """Duration from the header (no decoding); before silence trimming."""
+    import soundfile as sf
+
+    path = Path(src.root) / src.path
+    if src.member is None and re.search(GSM_RE, src.path):
+        return path.stat().st_size // 33 * 160 / 8000  # 33-byte frames of 160 samples
+    info = sf.info(str(path) if src.member is None else io.BytesIO(_zip(str(path)).read(src.member)))
+    return info.frames / info.samplerate
+
+
+def content_hash(src: RealSource) -> str:
+    """md5 of the encoded bytes: the same recording shipped twice is one source."""
+    import hashlib
+
+    path = Path(src.root) / src.path
+    data = path.read_bytes() if src.member is None else _zip(str(path)).read(src.member)
+    return hashlib.md5(data).hexdigest()
 
 
 def copyright_file(package: str, root: str) -> str:
