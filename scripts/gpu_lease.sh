@@ -7,7 +7,7 @@
 #      frequency scaling (GPU_LEASE_RUNS to change);
 #   3. the GPU check (tools/gpu_check.py) -> $OUT/gpu_check/gpu_check.{md,json}.
 # Needs: gpu_corpus/ and .whl/ (soundfile, cffi, pycparser, hearvalidator)
-# carried with the working tree. docs/gpu.md gives the preparation and the call.
+# carried with the working tree. docs/dev/gpu_lease.md gives the preparation and the call.
 # Usage: bash scripts/gpu_lease.sh [TRAIN_BUDGET_S_PER_RUN] [CHECK_LIMIT_S]
 set -u
 : "${OUT:?set OUT to the folder whose files come back}"
@@ -40,7 +40,7 @@ python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print({k: d[k] for 
 # The runs continue the bundled default (--init-from keeps its input normalisation,
 # so `hear-abt init --stats-from checkpoints/default.pt` stays their random reference);
 # GPU_LEASE_RUNS replaces them, e.g. "lr0.8:lr_weights=0.8,lr_biases=0.0192" for one run from random weights.
-# The pair tests RandomResizeCrop's frequency scaling at GPU scale (docs/retraining.md: on CPU, without it,
+# The pair tests RandomResizeCrop's frequency scaling at GPU scale (docs/experiments/retraining.md: on CPU, without it,
 # pitch .808 against .688 and 8 of 11 tasks ahead at equal steps).
 CONT="init_from=checkpoints/default.pt,lr_weights=0.4,lr_biases=0.0096"
 RUNS=${GPU_LEASE_RUNS:-"cont-lr0.4:$CONT cont-lr0.4-nofreq:$CONT,rrc_freq_scale=[1.0,1.0]"}

@@ -2,7 +2,7 @@
 
 Their frames are coarser than HEAR's 50 ms limit (ResNet-18: 320 ms, ReGP-NRF:
 160 ms, ViT-C: 80 ms), so timestamps come every 40 ms and each pools the frames
-whose centres lie in its window (DESIGN §3, §5).
+whose centres lie in its window (docs/design.md).
 """
 from __future__ import annotations
 

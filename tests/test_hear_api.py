@@ -1,4 +1,4 @@
-"""The HEAR API contract (DESIGN §3) on real audio."""
+"""The HEAR API contract on real audio."""
 from __future__ import annotations
 
 import numpy as np

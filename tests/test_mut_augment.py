@@ -174,7 +174,7 @@ def test_abt_augment_order_and_forward():
     torch.testing.assert_close(fade(x, gen(12)), fade.apply(x, fade.sample_params(3, gen(12))))
 
 
-# ---- added for the 2026-11-27 run's survivors (docs/mutation.md)
+# ---- added for the 2026-11-27 run's survivors (docs/dev/mutation.md)
 
 def test_mixup_pick_of_one_stays_in_the_filled_part():
     """pick is a fraction in [0, 1); a pick of exactly 1 (float rounding of

@@ -103,7 +103,7 @@ def test_train_from_a_cache_folder_alone(tiny_config, mel_cache_root, tmp_path):
         loop.train(tiny_config(data=str(folder), steps=1, mel={**MelConfig().to_dict(), "f_max": 8000.0}, run_dir=str(tmp_path / "x")))
 
 
-# ---------------------------------------------------------------- damaged caches (issue 17)
+# ---------------------------------------------------------------- damaged caches
 
 @pytest.fixture
 def cache_copy(mel_cache_root, tmp_path):

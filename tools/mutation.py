@@ -16,7 +16,7 @@ tests that cover it (MODULES below), in its own copy of the repository under
 
 Score = (killed + timeout) / all mutants; "no tests" (a function no covering
 test calls) and "survived" count against it. Survivors are listed with
-`--survivors`; docs/mutation.md says which are equivalent and why.
+`--survivors`; docs/dev/mutation.md says which are equivalent and why.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Pack a subset of a pretraining corpus as Opus, to fit a size limit.
 
-A lent GPU machine takes only 64 MiB of working tree (docs/gpu.md). Opus at
+A lent GPU machine takes only 64 MiB of working tree (docs/dev/gpu_lease.md). Opus at
 ~12 kbit/s carries about 9 h of 16 kHz audio in 46 MiB, where the trainer's
 fp16 log-mel cache would carry under 1 h. The subset is chosen by
 water-filling over (origin, kind) groups of the corpus manifest: every group
@@ -10,7 +10,7 @@ big music packages do not crowd them out. Deterministic for a given seed.
 
     python -m eval.corpus.pack --corpus ~/.cache/hear-abt/corpus-v2-both --out gpu_corpus --mib 46.5
 
-The GPU machine decodes it with soundfile (carry its wheel: docs/gpu.md).
+The GPU machine decodes it with soundfile (carry its wheel: docs/dev/gpu_lease.md).
 
 With `--shards K` the whole corpus is packed instead, as K disjoint packs
 OUT/pack-00 ... (one per call: tools/stage_corpus.py stages them); each must

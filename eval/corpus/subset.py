@@ -5,7 +5,7 @@ seeded, equal number of clips from each real-audio origin.
 
 Equal counts per origin keep one large package (hours of game music) from
 dominating a short run. This is how the default checkpoint's second stage drew
-its 4,220 clips (docs/retraining.md); the same corpus, count and seed give the
+its 4,220 clips (docs/experiments/retraining.md); the same corpus, count and seed give the
 same manifest.
 """
 from __future__ import annotations

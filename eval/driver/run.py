@@ -306,7 +306,7 @@ def fingerprints_or_exit(stored: dict[str, str], tasks: list[Path], tag: str) ->
 
 
 # heareval pins none of these, and its scores for one checkpoint on one task
-# build differed between two machines (docs/retraining.md, "Which builds of the
+# build differed between two machines (docs/experiments/retraining.md, "Which builds of the
 # real-audio tasks were scored"), so every scores.json says what it ran on.
 ENV_PACKAGES = ("heareval", "hear-abt", "torch", "torchaudio", "pytorch-lightning", "lightning",
                 "tensorflow-cpu", "tensorflow", "scikit-learn", "numpy")

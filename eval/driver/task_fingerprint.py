@@ -4,7 +4,7 @@ Why: a task folder keeps its name when the code that builds it changes. The
 mini-HEAR real-audio tasks were retuned (milder augmentation for
 asterisk_digits, 1 s crops with more noise for fillets_speaker) after their
 first build had been scored, and the scores made on the first build stayed
-beside scores made on the second under the same task name (docs/retraining.md,
+beside scores made on the second under the same task name (docs/experiments/retraining.md,
 "Which builds of the real-audio tasks were scored"). With a fingerprint in
 scores.json, eval/driver/run.py refuses to resume a tag on a changed task, and
 eval/driver/leaderboard.py names the tasks whose runs saw different builds.

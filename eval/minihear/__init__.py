@@ -1,5 +1,5 @@
 """mini-HEAR: small offline tasks in hearpreprocess's folder format, built from
-real audio shipped in Debian packages (see DESIGN.md section 6).
+real audio shipped in Debian packages.
 
 Entry point: ``python -m eval.minihear.build --out tasks/``. The pretraining
 corpus from the same sources is eval.corpus (which imports this package,

@@ -71,7 +71,7 @@ class AudioNTT(nn.Module):
         - Everything after it stays channels-last, where CPU max-pooling is
           ~20x faster than on NCHW tensors.
         Together ~1.9x faster than folded BN on NCHW alone (2 threads, 10 s
-        clip; docs/speed.md has the profile).
+        clip; docs/dev/speed.md has the profile).
         """
         w1, b1 = self._folded(0)
         w2, b2 = self._folded(4)
