@@ -14,20 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import EXAMPLE
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLE = REPO / "hear_abt" / "examples" / "speech_and_bell.wav"
 FREEDESKTOP = Path("/usr/share/sounds/freedesktop/stereo")
 BAD_FILES = ("corrupt.wav", "empty.wav", "silent.wav")
-
-
-def pytest_configure(config) -> None:
-    config.addinivalue_line("markers", "slow: end-to-end runs of more than ~30 s on 2 CPU cores; CI runs them too")
-    config.addinivalue_line(
-        "markers",
-        "gpu: device correctness checks (tests/test_gpu.py); they run on $HEAR_ABT_CHECK_DEVICE, cpu by default, "
-        "so CI runs them on CPU; tools/gpu_check.py runs them on a GPU",
-    )
 
 
 @pytest.fixture(scope="session")

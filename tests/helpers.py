@@ -1,6 +1,7 @@
-"""Write tiny HEAR-format tasks (the folder layout hearpreprocess produces).
+"""Helpers shared by the test files (no test file imports another).
 
-Why: the driver and the heareval fix must be tested end to end without the
+- Paths: the repository and its bundled example clip.
+- Tiny HEAR-format tasks (the folder layout hearpreprocess produces). Why: the driver and the heareval fix must be tested end to end without the
 HEAR datasets. Two tasks cover heareval's two code paths: a k-fold scene task
 (multiclass, top-1 accuracy, scores averaged over folds) and a train/valid/test
 event task (onset F-measure, the path that raised ``KeyError: 50``). Audio is
@@ -9,6 +10,7 @@ sine tones in noise: trivially separable, so scores are well above chance.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +115,38 @@ if __name__ == "__main__":
 
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "tasks-tiny")
     print(make_scene_task(out), make_event_task(out))
+
+
+# ---------------------------------------------------------------- paths
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "hear_abt" / "examples" / "speech_and_bell.wav"
+
+
+# ---------------------------------------------------------------- markdown
+def fenced_blocks(markdown: str, lang: str = "bash") -> list[str]:
+    """The bodies of the ```lang fenced code blocks of a markdown text."""
+    return re.findall(rf"^```{lang}\n(.*?)^```", markdown, flags=re.M | re.S)
+
+
+# ---------------------------------------------------------------- training states and pooling
+def fake_state(n_floats: int, step: int) -> dict:
+    """A valid training state of about 4 x n_floats bytes, different per step."""
+    import torch
+
+    from hear_abt.train import state
+
+    g = torch.Generator().manual_seed(step)
+    return {"format": state.STATE_FORMAT, "version": state.STATE_VERSION, "step": step, "run_id": None,
+            "model": {"w": torch.randn(n_floats, generator=g)}}
+
+
+def reference_pooling(frames, centres, ts, window):
+    """Brute force: the frames centred in [t - w/2, t + w/2), else the nearest one."""
+    import torch
+
+    out = []
+    for t in ts.tolist():
+        inside = (centres >= t - window / 2) & (centres < t + window / 2)
+        sel = frames[inside] if inside.any() else frames[(centres - t).abs().argmin()][None]
+        out.append(sel.mean(0) + sel.amax(0))
+    return torch.stack(out)

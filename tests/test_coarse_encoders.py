@@ -14,6 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from helpers import reference_pooling
 
 import hear_abt
 from hear_abt.embed import frame_features, window_index
@@ -73,16 +74,6 @@ def test_windows_pool_the_frames_whose_centres_they_hold(window, coarse_ckpts, e
         inside = (centres >= t - window / 2) & (centres < t + window / 2)
         sel = frames[inside] if inside.any() else frames[(centres - t).abs().argmin()][None]
         torch.testing.assert_close(emb[0, k], sel.mean(0) + sel.amax(0), rtol=1e-4, atol=1e-5)
-
-
-def reference_pooling(frames, centres, ts, window):
-    """Brute force: the frames centred in [t - w/2, t + w/2), else the nearest one."""
-    out = []
-    for t in ts.tolist():
-        inside = (centres >= t - window / 2) & (centres < t + window / 2)
-        sel = frames[inside] if inside.any() else frames[(centres - t).abs().argmin()][None]
-        out.append(sel.mean(0) + sel.amax(0))
-    return torch.stack(out)
 
 
 @pytest.mark.parametrize("name", ["audiontt", "resnet18", "vitc_tiny"])

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from test_readme import fenced_blocks
+from helpers import fenced_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 # every page, the developer pages and the dated records included: a record's command must still run

@@ -1,7 +1,7 @@
 """Tests for eval/driver/: task table, heareval fix, score collection, leaderboard, driver.
 
 The heareval tests run heareval's real runners on tiny generated tasks
-(tests/_tiny_hear.py) with hearbaseline's naive module, so they need
+(tests/helpers.py) with hearbaseline's naive module, so they need
 scripts/install_hear.sh; they are skipped where heareval is not installed.
 """
 from __future__ import annotations
@@ -115,11 +115,11 @@ def test_compat_launcher_rejects_a_predictor_seed_that_is_not_a_usable_integer(t
 
 @pytest.fixture(scope="session")
 def tiny_tasks(tmp_path_factory) -> Path:
-    import _tiny_hear
+    from helpers import make_event_task, make_scene_task
 
     root = tmp_path_factory.mktemp("tasks")
-    _tiny_hear.make_scene_task(root)
-    _tiny_hear.make_event_task(root)
+    make_scene_task(root)
+    make_event_task(root)
     return root
 
 
@@ -299,7 +299,7 @@ def test_driver_runs_resumes_and_collects(tiny_tasks, rand_ckpt, tmp_path):
     assert data["environment"]["heareval"] == metadata.version("heareval") and "torch" in data["environment"]
     assert scene["group"] == "music" and set(scene["folds"]) == {"fold00", "fold01", "fold02"}
     assert event["group"] == "event" and event["metric"] == "event_onset_200ms_fms" and set(event["folds"]) == {"test"}
-    # Both tasks are trivially separable tones (tests/_tiny_hear.py, which also
+    # Both tasks are trivially separable tones (tests/helpers.py, which also
     # fixes a grid that learns them). Scene: three pitches, chance 1/3. Event:
     # two tones' onsets; predicting none scores 0, onsets placed at random far
     # less than 0.8. Measured 2026-11-27: scene folds 1.0, 1.0, 1.0; event 1.0.

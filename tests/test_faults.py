@@ -25,8 +25,10 @@ import time
 import warnings
 from pathlib import Path
 
+import helpers
 import pytest
 import torch
+from helpers import fake_state
 
 from hear_abt.checkpoint import content_digest
 from hear_abt.errors import TrainError
@@ -329,12 +331,6 @@ def _small_filesystem(path: Path, size: str) -> bool:
     return r.returncode == 0
 
 
-def _fake_state(n_floats: int, step: int) -> dict:
-    g = torch.Generator().manual_seed(step)
-    return {"format": loop.STATE_FORMAT, "version": loop.STATE_VERSION, "step": step, "run_id": None,
-            "model": {"w": torch.randn(n_floats, generator=g)}}
-
-
 def test_disk_full_during_a_state_write_keeps_the_previous_states(tmp_path, monkeypatch):
     """On a 4 MiB tmpfs (or, where mounting is refused, with ENOSPC raised at the
     write call) the third state does not fit: the write fails with ENOSPC and
@@ -344,8 +340,8 @@ def test_disk_full_during_a_state_write_keeps_the_previous_states(tmp_path, monk
     try:
         run = mnt / "run"
         run.mkdir()
-        loop.write_state(_fake_state(250_000, 1), run)  # ~1 MB each
-        loop.write_state(_fake_state(250_000, 2), run)
+        loop.write_state(fake_state(250_000, 1), run)  # ~1 MB each
+        loop.write_state(fake_state(250_000, 2), run)
         before = [p.read_bytes() for p in loop.state_paths(run)]
         if not real:
             def no_space(*a, **k):
@@ -353,7 +349,7 @@ def test_disk_full_during_a_state_write_keeps_the_previous_states(tmp_path, monk
 
             monkeypatch.setattr(torch, "save", no_space)
         with pytest.raises(OSError) as e:
-            loop.write_state(_fake_state(1_000_000, 3), run)  # ~4 MB: more than is left
+            loop.write_state(fake_state(1_000_000, 3), run)  # ~4 MB: more than is left
         assert e.value.errno == errno.ENOSPC
         print(f"\ndisk full: {'a real 4 MiB tmpfs' if real else 'simulated ENOSPC (mount refused)'}: {e.value}")
         assert [p.read_bytes() for p in loop.state_paths(run)] == before
@@ -416,10 +412,9 @@ def _break_task(src: Path, tasks: Path, name: str, how: str) -> Path:
 @pytest.fixture(scope="module")
 def eval_tasks(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     """The tiny k-fold scene task and four broken copies of it (file to be named)."""
-    import _tiny_hear
 
     root = tmp_path_factory.mktemp("evaltasks")
-    good = _tiny_hear.make_scene_task(root)
+    good = helpers.make_scene_task(root)
     broken = {how: _break_task(good, root, f"broken_{how.replace(' ', '_')}-v1.0-full", how)
               for how in ("missing split", "corrupt split", "wrong sample rate", "missing clip")}
     return root, broken
@@ -552,12 +547,11 @@ def test_eval_ctrl_c_with_parallel_jobs_stops_every_runner_and_resumes(tmp_path)
     rerun finishes both tasks. The runners sit in process groups of their
     own, so the driver alone decides how they stop: Lightning would swallow
     the interrupt and score a half-trained predictor."""
-    import _tiny_hear
 
     root = tmp_path / "tasks"
     root.mkdir()
-    _tiny_hear.make_scene_task(root)
-    _tiny_hear.make_event_task(root)
+    helpers.make_scene_task(root)
+    helpers.make_event_task(root)
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     cmd = _driver(root, tmp_path / "out", "--jobs", "2")

@@ -5,12 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from helpers import fenced_blocks
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def fenced_blocks(markdown: str, lang: str = "bash") -> list[str]:
-    """The bodies of the ```lang fenced code blocks of a markdown text."""
-    return re.findall(rf"^```{lang}\n(.*?)^```", markdown, flags=re.M | re.S)
 
 
 def commands(block: str) -> list[str]:

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-import _tiny_hear
+import helpers
 import pytest
 
 from eval.driver import leaderboard, scores
@@ -16,7 +16,7 @@ from eval.driver.task_fingerprint import task_fingerprint
 
 @pytest.fixture(scope="module")
 def scene_task(tmp_path_factory) -> Path:
-    return _tiny_hear.make_scene_task(tmp_path_factory.mktemp("fp"))
+    return helpers.make_scene_task(tmp_path_factory.mktemp("fp"))
 
 
 def _copy(task: Path, dest: Path) -> Path:

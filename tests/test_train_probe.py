@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from _tiny_hear import make_event_task, make_scene_task
+from helpers import make_event_task, make_scene_task
 
 from hear_abt.train import loop, probe
 from hear_abt.train.config import TrainConfig

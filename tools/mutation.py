@@ -33,14 +33,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # module -> the fast tests that exercise it (files, or file::test ids).
 MODULES: dict[str, list[str]] = {
-    "frontend": ["tests/test_mut_frontend.py"],
-    "embed": ["tests/test_mut_embed.py"],
-    "hear_api": ["tests/test_bad_input.py", "tests/test_mut_hear_api.py"],
-    "checkpoint": ["tests/test_mut_checkpoint.py", "tests/test_checkpoint.py", "tests/test_bad_input.py"],
-    "train/barlow": ["tests/test_mut_barlow.py", "tests/test_train_loss.py"],
-    "train/augment": ["tests/test_mut_augment.py", "tests/test_train_augment.py"],
-    "train/optim": ["tests/test_mut_optim.py", "tests/test_train_optim.py"],
-    "train/loop": ["tests/test_train_loop.py", "tests/test_mut_loop.py"],
+    "frontend": ["tests/test_frontend.py"],
+    "embed": ["tests/test_embed.py"],
+    "pooling": ["tests/test_embed.py", "tests/test_pooling.py"],
+    "hear_api": ["tests/test_bad_input.py", "tests/test_hear_api.py"],
+    "checkpoint": ["tests/test_checkpoint.py", "tests/test_bad_input.py"],
+    "train/barlow": ["tests/test_train_barlow.py"],
+    "train/augment": ["tests/test_train_augment.py"],
+    "train/optim": ["tests/test_train_optim.py"],
+    "train/loop": ["tests/test_train_loop.py"],
+    "train/state": ["tests/test_train_loop.py"],
 }
 # mutmut's exit-code statuses that count as detected.
 DETECTED = {"killed", "timeout"}
@@ -74,7 +76,7 @@ def prepare(module: str, work: Path) -> Path:
     cfg = ["[mutmut]", "paths_to_mutate=hear_abt/", "do_not_mutate="]
     cfg += [f"    {p}" for p in others]
     shutil.copy(ROOT / "tools" / "mutation_conftest.py", d / "conftest.py")
-    cfg += ["also_copy=", "    eval/", "    tools/", "    checkpoints/", "    conftest.py", "tests_dir="]
+    cfg += ["also_copy=", "    eval/", "    tools/", "    checkpoints/", "    conftest.py", "    tests/conftest.py", "    tests/helpers.py", "tests_dir="]
     cfg += [f"    {t}" for t in tests]
     (d / "setup.cfg").write_text("\n".join(cfg) + "\n")
     return d

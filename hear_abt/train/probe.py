@@ -17,7 +17,7 @@ F-measure and mAP, need more than a cheap linear probe to be meaningful).
 Online, the probe must not change training: the encoder runs in eval mode
 under no_grad (BatchNorm running statistics untouched), every module's
 train/eval flag is restored afterwards, and the global RNG states are forked
-(tests/test_probe.py checks a run with the probe ends bitwise equal to one
+(tests/test_train_probe.py checks a run with the probe ends bitwise equal to one
 without). Each task's audio is decoded once per run and kept in memory.
 """
 from __future__ import annotations
