@@ -24,7 +24,9 @@ import math
 import os
 import shutil
 import socket
-from dataclasses import dataclass
+import threading
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -243,6 +245,8 @@ class MelCache:
     frames: np.memmap  # [total_frames, n_mels] fp16
     norm_stats: tuple[float, float]
     index: dict
+    _fd: int | None = field(default=None, repr=False, compare=False)
+    _fd_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def open(cls, folder: str | Path) -> MelCache:
@@ -285,19 +289,95 @@ class MelCache:
         """The log-mel of digital silence: what zero-padding the audio gives."""
         return math.log(self.mel.eps)
 
-    def crops(self, idx: torch.Tensor, u: torch.Tensor, n_frames: int) -> torch.Tensor:
+    def crops(self, idx: torch.Tensor, u: torch.Tensor, n_frames: int, half: bool = False,
+              out: torch.Tensor | None = None, pool: Executor | None = None) -> torch.Tensor:
         """Clips idx, each cropped to n_frames starting at fraction u of its free
         range (clips shorter than n_frames are placed at that fraction of the
-        padding instead): [len(idx), 1, n_mels, n_frames] float32."""
-        out = np.full((len(idx), n_frames, self.mel.n_mels), self.pad_value, dtype=np.float32)
-        for k, (i, f) in enumerate(zip(idx.tolist(), u.tolist())):
-            off, n = self.clips[i]
-            start = int(f * (abs(n - n_frames) + 1))
-            if n >= n_frames:
-                out[k] = self.frames[off + start : off + start + n_frames]
-            else:
-                out[k, start : start + n] = self.frames[off : off + n]
-        return torch.from_numpy(out).transpose(1, 2).unsqueeze(1)
+        padding instead).
+
+        half=False: [len(idx), 1, n_mels, n_frames] float32, padded with pad_value.
+        half=True: [len(idx), n_frames, n_mels] float16 as stored (into `out` when
+        given, e.g. pinned memory), padded with -inf: pad_value has no exact fp16
+        form, so a reader converts to fp32 and then puts pad_value where -inf is
+        (expand_half does); both give the same bits.
+
+        Each crop is one pread of its bytes (no read-ahead: the file is opened
+        with POSIX_FADV_RANDOM); `pool` runs them on several threads, so that
+        many reads are in flight when the file is not in the page cache. The
+        loader calls this positionally, once per step and in step order."""
+        b, nm = len(idx), self.mel.n_mels
+        if out is None:
+            out = torch.empty((b, n_frames, nm), dtype=torch.float16)
+        if out.shape != (b, n_frames, nm) or out.dtype != torch.float16 or not out.is_contiguous():
+            raise ValueError(f"out must be a contiguous float16 tensor of shape {(b, n_frames, nm)}, not {tuple(out.shape)} {out.dtype}")
+        if b:
+            self._read(np.asarray(idx, dtype=np.int64), np.asarray(u, dtype=np.float64), n_frames, out.numpy(), pool)
+        return out if half else expand_half(out, self.pad_value)
+
+    def _read(self, idx: np.ndarray, u: np.ndarray, n_frames: int, buf: np.ndarray, pool: Executor | None) -> None:
+        off, n = self.clips[idx, 0], self.clips[idx, 1]
+        start = (u * (np.abs(n - n_frames) + 1)).astype(np.int64)  # as int(f * (|n - n_frames| + 1)) per clip
+        long_ = n >= n_frames
+        row = n_frames * self.mel.n_mels * 2
+        frame = self.mel.n_mels * 2
+        src = ((off + np.where(long_, start, 0)) * frame).tolist()
+        nbytes = (np.where(long_, n_frames, n) * frame).tolist()
+        dst = (np.arange(len(idx)) * row + np.where(long_, 0, start) * frame).tolist()
+        flat = buf.reshape(-1).view(np.uint8)
+        if not long_.all():  # the padding: -inf everywhere outside the copied frames
+            for k in np.flatnonzero(~long_).tolist():
+                flat[k * row : dst[k]].view(np.float16)[:] = -np.inf
+                flat[dst[k] + nbytes[k] : (k + 1) * row].view(np.float16)[:] = -np.inf
+        fd, mv = self._reader(), memoryview(flat)
+        jobs = [(fd, mv, src, nbytes, dst, lo, min(len(src), lo + READ_CHUNK)) for lo in range(0, len(src), READ_CHUNK)]
+        if pool is None or len(jobs) == 1:
+            for j in jobs:
+                _pread_rows(*j)
+        else:
+            for f in [pool.submit(_pread_rows, *j) for j in jobs]:
+                f.result()
+
+    def _reader(self) -> int:
+        """A descriptor of mels.f16 for pread, opened once, without read-ahead."""
+        with self._fd_lock:
+            if self._fd is None:
+                fd = os.open(self.folder / "mels.f16", os.O_RDONLY)
+                if hasattr(os, "posix_fadvise"):
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+                self._fd = fd
+            return self._fd
+
+    def close(self) -> None:
+        """Close the read descriptor (the memmap stays usable)."""
+        with self._fd_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
+
+READ_CHUNK = 16  # crops per task handed to a read pool
+
+
+def _pread_rows(fd: int, mv: memoryview, src: list, nbytes: list, dst: list, lo: int, hi: int) -> None:
+    for k in range(lo, hi):
+        want, got = nbytes[k], os.preadv(fd, [mv[dst[k] : dst[k] + nbytes[k]]], src[k])
+        while got < want:  # a short read: only at the end of a truncated file, or on a signal
+            more = os.preadv(fd, [mv[dst[k] + got : dst[k] + want]], src[k] + got)
+            if more <= 0:
+                raise CacheError(f"mels.f16 ends before byte {src[k] + want}: the cache is truncated")
+            got += more
+
+
+def expand_half(x: torch.Tensor, pad_value: float) -> torch.Tensor:
+    """crops(half=True)'s [b, frames, n_mels] fp16 (on any device) -> the
+    [b, 1, n_mels, frames] fp32 view crops(half=False) returns, bit for bit."""
+    y = x.float()
+    y.masked_fill_(torch.isneginf(y), pad_value)
+    return y.transpose(1, 2).unsqueeze(1)
 
 
 def open_or_build_cache(files: Sequence[str], mel: MelConfig, root: str | Path, workers: int = 2, build: bool = True) -> MelCache:

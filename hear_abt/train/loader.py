@@ -1,0 +1,122 @@
+"""Crops of the coming steps, read in the background while the current step runs.
+
+A batch depends only on (seed, step) (data.global_batch), so the crops of steps
+s+1..s+depth can be read while step s trains without changing a single result.
+One producer thread walks the steps in order and calls MelCache.crops once per
+step (in fp16, as stored, into pinned memory when the device is a GPU); crops
+spreads each batch's reads over a small thread pool, so that many reads are in
+flight when the cache is not in the page cache. The consumer copies the fp16
+batch to the device and converts it to fp32 there.
+"""
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from .data import MelCache, expand_half, global_batch
+
+PREFETCH = 4  # steps read ahead
+READ_THREADS = 16  # reads in flight per process: a disk serves random reads faster with a deep queue
+
+
+class CropLoader:
+    """The local slice [lo, hi) of each global batch of steps start..stop-1, as
+    fp32 [hi - lo, 1, n_mels, crop_frames] on `device` (not normalised),
+    bit-identical to cache.crops of global_batch(...) at that step.
+
+    get(step) must be called for start, start+1, ... in order. depth=0 reads
+    each batch when asked, in the caller's thread. Use as a context manager, or
+    call close(): it stops the producer and the read threads."""
+
+    def __init__(self, cache: MelCache, batch_size: int, crop_frames: int, seed: int, lo: int, hi: int,
+                 start: int, stop: int, device: torch.device | str = "cpu", depth: int = PREFETCH,
+                 threads: int = READ_THREADS):
+        self.cache, self.batch_size, self.crop_frames, self.seed = cache, batch_size, crop_frames, seed
+        self.lo, self.hi, self.next_step, self.stop = lo, hi, start, stop
+        self.device = torch.device(device)
+        self.depth = max(0, depth)
+        pin = self.device.type == "cuda" and torch.cuda.is_available()
+        shape = (hi - lo, crop_frames, cache.mel.n_mels)
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="crop-read") if threads > 1 and stop > start else None
+        self._free: queue.Queue = queue.Queue()  # buffers the producer may fill, each with the event of its last copy
+        for _ in range(self.depth + 1 if self.depth else 1):
+            self._free.put([torch.empty(shape, dtype=torch.float16, pin_memory=pin), None])
+        self._ready: queue.Queue = queue.Queue()
+        self._stopping = threading.Event()
+        self._thread = None
+        if self.depth and stop > start:
+            self._thread = threading.Thread(target=self._produce, name="crop-prefetch", daemon=True)
+            self._thread.start()
+
+    def _read(self, step: int, slot: list) -> torch.Tensor:
+        if slot[1] is not None:  # the device copy of this buffer's last batch must be done before overwriting it
+            slot[1].synchronize()
+            slot[1] = None
+        idx, u = global_batch(len(self.cache), self.batch_size, step, self.seed)
+        # Positional, so that a wrapper of crops(self, *args) (tests inject faults so) passes every argument on.
+        return self.cache.crops(idx[self.lo : self.hi], u[self.lo : self.hi], self.crop_frames, True, slot[0], self.pool)
+
+    def _produce(self) -> None:
+        for step in range(self.next_step, self.stop):
+            slot = None
+            while slot is None:
+                if self._stopping.is_set():
+                    return
+                with contextlib.suppress(queue.Empty):
+                    slot = self._free.get(timeout=0.1)
+            if self._stopping.is_set():
+                return
+            try:
+                item = (step, slot, self._read(step, slot), None)
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+                self._ready.put((step, slot, None, e))
+                return
+            self._ready.put(item)
+
+    def get(self, step: int) -> torch.Tensor:
+        """The batch of `step` on the device, fp32."""
+        if step != self.next_step or step >= self.stop:
+            raise ValueError(f"CropLoader: asked for step {step}, expected {self.next_step} (steps up to {self.stop - 1})")
+        self.next_step += 1
+        if self._thread is None:
+            slot = self._free.get()
+            x16, error = self._read(step, slot), None
+        else:
+            while True:
+                try:
+                    got, slot, x16, error = self._ready.get(timeout=1.0)
+                    break
+                except queue.Empty:
+                    if not self._thread.is_alive():
+                        raise RuntimeError("CropLoader: the prefetch thread stopped without a batch") from None
+            assert got == step, (got, step)
+        if error is not None:
+            self._free.put(slot)
+            raise error
+        x = x16.to(self.device, non_blocking=True)
+        if x.device.type == "cuda" and x16.device.type == "cpu":
+            slot[1] = torch.cuda.Event()
+            slot[1].record()
+        x = expand_half(x, self.cache.pad_value)
+        self._free.put(slot)  # on the CPU, x is already a copy
+        return x
+
+    def close(self) -> None:
+        """Stop reading ahead and wait for the threads to end."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+    def __enter__(self) -> CropLoader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
