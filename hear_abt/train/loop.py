@@ -51,10 +51,10 @@ from .data import (
     default_cache_root,
     derive_seed,
     generator_for,
-    global_batch,
     list_audio,
     open_or_build_cache,
 )
+from .loader import CropLoader
 from .optim import build_optimizer, encoder_factor, lr_factor, set_lr
 
 log = logging.getLogger(__name__)
@@ -495,15 +495,14 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
     # What a forward pass changes in place (BatchNorm running statistics): put
     # back when a step is skipped, so a non-finite step leaves no trace.
     buffers = [b for b in model.buffers() if b is not None]
+    last = n_steps if stop_at is None else min(n_steps, stop_at)
+    batches = CropLoader(cache, cfg.batch_size, cfg.crop_frames, cfg.seed, lo, hi, step, last, device)  # reads ahead
     try:
         if probe is not None and step == 0 and not logger.probe_history:  # the probe curve's starting point
             logger.row({"step": 0, **probe()})
             t_last = time.perf_counter()
-        last = n_steps if stop_at is None else min(n_steps, stop_at)
         while step < last:
-            idx, u = global_batch(len(cache), cfg.batch_size, step, cfg.seed)
-            x = cache.crops(idx[lo:hi], u[lo:hi], cfg.crop_frames)
-            x = ((x.to(device, non_blocking=True) - mean) / std)
+            x = (batches.get(step) - mean) / std
             g = generator_for(cfg.seed, "augment", step)
             p1, p2 = aug.sample_params(cfg.batch_size, g), aug.sample_params(cfg.batch_size, g)
             with torch.no_grad():
@@ -570,6 +569,7 @@ def train(cfg: TrainConfig, resume: bool = False, given_keys: set[str] | None = 
             exported = export_encoder(load_state(state_path(run_dir), run_id), run_dir / "encoder.pt")
             log.info("exported the encoder to %s", exported)
     finally:
+        batches.close()
         bar.close()
         if logger is not None:
             logger.close()
