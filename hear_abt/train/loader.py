@@ -52,13 +52,21 @@ class CropLoader:
             self._thread = threading.Thread(target=self._produce, name="crop-prefetch", daemon=True)
             self._thread.start()
 
-    def _read(self, step: int, slot: list) -> torch.Tensor:
+    def _read(self, step: int, slot: list) -> tuple[torch.Tensor, list[int]]:
+        """The step's fp16 crops and their padded rows; on the CPU already
+        converted to fp32 (here, off the training thread), the slot then free."""
         if slot[1] is not None:  # the device copy of this buffer's last batch must be done before overwriting it
             slot[1].synchronize()
             slot[1] = None
         idx, u = global_batch(len(self.cache), self.batch_size, step, self.seed)
+        idx, u = idx[self.lo : self.hi], u[self.lo : self.hi]
         # Positional, so that a wrapper of crops(self, *args) (tests inject faults so) passes every argument on.
-        return self.cache.crops(idx[self.lo : self.hi], u[self.lo : self.hi], self.crop_frames, True, slot[0], self.pool)
+        x16 = self.cache.crops(idx, u, self.crop_frames, True, slot[0], self.pool)
+        padded = self.cache.padded_rows(idx, self.crop_frames)
+        if self.device.type == "cpu":
+            x16 = expand_half(x16, self.cache.pad_value, padded)
+            self._free.put(slot)
+        return x16, padded
 
     def _produce(self) -> None:
         for step in range(self.next_step, self.stop):
@@ -84,26 +92,28 @@ class CropLoader:
         self.next_step += 1
         if self._thread is None:
             slot = self._free.get()
-            x16, error = self._read(step, slot), None
+            got, error = self._read(step, slot), None
         else:
             while True:
                 try:
-                    got, slot, x16, error = self._ready.get(timeout=1.0)
+                    at, slot, got, error = self._ready.get(timeout=1.0)
                     break
                 except queue.Empty:
                     if not self._thread.is_alive():
                         raise RuntimeError("CropLoader: the prefetch thread stopped without a batch") from None
-            assert got == step, (got, step)
+            assert at == step, (at, step)
         if error is not None:
             self._free.put(slot)
             raise error
-        x = x16.to(self.device, non_blocking=True)
-        if x.device.type == "cuda" and x16.device.type == "cpu":
+        x, padded = got
+        if self.device.type == "cpu":
+            return x
+        x16, x = x, x.to(self.device, non_blocking=True)
+        if x16.device.type == "cpu" and x.device.type == "cuda":
             slot[1] = torch.cuda.Event()
             slot[1].record()
-        x = expand_half(x, self.cache.pad_value)
-        self._free.put(slot)  # on the CPU, x is already a copy
-        return x
+        self._free.put(slot)
+        return expand_half(x, self.cache.pad_value, padded)  # fp32 on the device
 
     def close(self) -> None:
         """Stop reading ahead and wait for the threads to end."""

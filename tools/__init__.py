@@ -1,0 +1,1 @@
+"""Developer tools: benchmarks and simulations, run as `python -m tools.<name>`."""
