@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--keep", action="store_true", help="keep the generated cache; a rerun with the same --cache-dir reuses it")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--crop-frames", type=int, default=96)
-    p.add_argument("--cold-steps", type=int, default=16, help="batches read per cold measurement (few: the baseline's read-ahead warms the file)")
+    p.add_argument("--cold-steps", type=int, default=32, help="batches read per cold measurement (few: the baseline's read-ahead warms the file)")
     p.add_argument("--warm-steps", type=int, default=200)
     p.add_argument("--depth", type=int, default=PREFETCH, help="steps the loader reads ahead")
     p.add_argument("--threads", type=int, default=READ_THREADS, help="the loader's read threads")
