@@ -92,6 +92,23 @@ def test_a_read_error_reaches_the_trainer_and_the_threads_end(cache, monkeypatch
     assert not loader_threads()
 
 
+def test_read_ahead_is_bounded_by_depth(cache, monkeypatch):
+    """On the CPU buffers are freed at once, so the queue alone must stop the producer."""
+    import time
+
+    real, calls = D.MelCache.crops, []
+
+    def crops(self, *a):
+        calls.append(1)
+        return real(self, *a)
+
+    monkeypatch.setattr(D.MelCache, "crops", crops)
+    with CropLoader(cache, 8, 16, 1, 0, 8, 0, 1000, "cpu", depth=2) as loader:
+        loader.get(0)
+        time.sleep(0.5)  # room to overrun, if the producer could
+        assert 2 <= len(calls) <= 1 + 2 + 1  # taken, queued, and one waiting to be queued
+
+
 def test_closing_early_ends_the_threads(cache):
     loader = CropLoader(cache, 8, 16, 1, 0, 8, 0, 1000, "cpu", depth=4, threads=4)
     loader.get(0)

@@ -26,6 +26,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -329,7 +330,9 @@ class MelCache:
         """The rows of crops(idx, ..., n_frames) that hold padding (clips shorter than a crop)."""
         return np.flatnonzero(self.clips[np.asarray(idx, dtype=np.int64), 1] < n_frames).tolist()
 
-    def _read(self, idx: np.ndarray, u: np.ndarray, n_frames: int, buf: np.ndarray, pool: Executor | None) -> None:
+    def _plan(self, idx: np.ndarray, u: np.ndarray, n_frames: int) -> tuple[np.ndarray, list, list, list]:
+        """Per crop: whether the clip fills it, its bytes' file offset and
+        length, and where they go in the [b, n_frames, n_mels] buffer."""
         off, n = self.clips[idx, 0], self.clips[idx, 1]
         start = (u * (np.abs(n - n_frames) + 1)).astype(np.int64)  # as int(f * (|n - n_frames| + 1)) per clip
         long_ = n >= n_frames
@@ -338,6 +341,23 @@ class MelCache:
         src = ((off + np.where(long_, start, 0)) * frame).tolist()
         nbytes = (np.where(long_, n_frames, n) * frame).tolist()
         dst = (np.arange(len(idx)) * row + np.where(long_, 0, start) * frame).tolist()
+        return long_, src, nbytes, dst
+
+    def will_read(self, idx: torch.Tensor, u: torch.Tensor, n_frames: int) -> None:
+        """Ask the kernel to start reading these crops into the page cache
+        (POSIX_FADV_WILLNEED: it returns at once, the reads go on
+        asynchronously, as many at a time as the disk queue takes), so that a
+        later crops() of them finds them in memory. Changes no result."""
+        if not hasattr(os, "posix_fadvise") or not len(idx):
+            return
+        _, src, nbytes, _ = self._plan(np.asarray(idx, dtype=np.int64), np.asarray(u, dtype=np.float64), n_frames)
+        fd = self._reader()
+        for a, n in zip(src, nbytes):
+            os.posix_fadvise(fd, a, n, os.POSIX_FADV_WILLNEED)
+
+    def _read(self, idx: np.ndarray, u: np.ndarray, n_frames: int, buf: np.ndarray, pool: Executor | None) -> None:
+        long_, src, nbytes, dst = self._plan(idx, u, n_frames)
+        row = n_frames * self.mel.n_mels * 2
         flat = buf.reshape(-1).view(np.uint8)
         if not long_.all():  # the padding: -inf everywhere outside the copied frames
             for k in np.flatnonzero(~long_).tolist():
@@ -345,12 +365,16 @@ class MelCache:
                 flat[dst[k] + nbytes[k] : (k + 1) * row].view(np.float16)[:] = -np.inf
         fd, mv = self._reader(), memoryview(flat)
         jobs = [(fd, mv, src, nbytes, dst, lo, min(len(src), lo + READ_CHUNK)) for lo in range(0, len(src), READ_CHUNK)]
-        if pool is None or len(jobs) == 1:
-            for j in jobs:
-                _pread_rows(*j)
-        else:
-            for f in [pool.submit(_pread_rows, *j) for j in jobs]:
+        t = time.perf_counter()
+        _pread_rows(*jobs[0])
+        # From the page cache a crop takes microseconds and threads only add overhead; from the disk
+        # (a tenth of a millisecond or more) the rest of the batch goes to the pool, many reads at once.
+        if pool is not None and (time.perf_counter() - t) > FROM_DISK_S * (jobs[0][6] - jobs[0][5]):
+            for f in [pool.submit(_pread_rows, *j) for j in jobs[1:]]:
                 f.result()
+        else:
+            for j in jobs[1:]:
+                _pread_rows(*j)
 
     def _reader(self) -> int:
         """A descriptor of mels.f16 for pread, opened once, without read-ahead."""
@@ -375,6 +399,7 @@ class MelCache:
 
 
 READ_CHUNK = 4  # crops per task handed to a read pool
+FROM_DISK_S = 30e-6  # a crop read slower than this came from the disk, not the page cache
 CPU_GRAIN = 32768  # elements: torch runs smaller element-wise ops on the calling thread
 
 

@@ -20,6 +20,7 @@ import torch
 from .data import MelCache, expand_half, global_batch
 
 PREFETCH = 4  # steps read ahead
+HINT_AHEAD = 8  # steps whose reads the kernel is asked to start (POSIX_FADV_WILLNEED)
 READ_THREADS = 16  # reads in flight per process: a disk serves random reads faster with a deep queue
 
 
@@ -45,7 +46,8 @@ class CropLoader:
         self._free: queue.Queue = queue.Queue()  # buffers the producer may fill, each with the event of its last copy
         for _ in range(self.depth + 1 if self.depth else 1):
             self._free.put([torch.empty(shape, dtype=torch.float16, pin_memory=pin), None])
-        self._ready: queue.Queue = queue.Queue()
+        # At most `depth` batches wait (on the CPU a batch frees its buffer as soon as it is converted).
+        self._ready: queue.Queue = queue.Queue(maxsize=max(1, self.depth))
         self._stopping = threading.Event()
         self._thread = None
         if self.depth and stop > start:
@@ -68,7 +70,13 @@ class CropLoader:
             self._free.put(slot)
         return x16, padded
 
+    def _hint(self, step: int) -> None:
+        """Start the reads of a coming step in the kernel (see MelCache.will_read)."""
+        idx, u = global_batch(len(self.cache), self.batch_size, step, self.seed)
+        self.cache.will_read(idx[self.lo : self.hi], u[self.lo : self.hi], self.crop_frames)
+
     def _produce(self) -> None:
+        hinted = self.next_step
         for step in range(self.next_step, self.stop):
             slot = None
             while slot is None:
@@ -79,11 +87,21 @@ class CropLoader:
             if self._stopping.is_set():
                 return
             try:
+                # The kernel reads HINT_AHEAD steps ahead, all at once; crops() then mostly finds the page cache.
+                while hinted < min(self.stop, step + HINT_AHEAD):
+                    self._hint(hinted)
+                    hinted += 1
                 item = (step, slot, self._read(step, slot), None)
             except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
-                self._ready.put((step, slot, None, e))
+                item = (step, slot, None, e)
+            while not self._stopping.is_set():
+                try:
+                    self._ready.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    pass
+            if item[3] is not None:
                 return
-            self._ready.put(item)
 
     def get(self, step: int) -> torch.Tensor:
         """The batch of `step` on the device, fp32."""
