@@ -6,7 +6,9 @@ its log-mels are stored in a cache folder: one fp16 memmap of all frames
 list and a JSON index with the normalisation statistics. The folder's name is
 a hash of the MelConfig and the file list, so changing either builds a new
 cache and an unchanged corpus reuses the old one. Training from a built cache
-never imports soundfile (the GPU machine may not have it).
+never imports soundfile (the GPU machine may not have it). Crops are read with
+one pread each, into fp16 buffers; loader.CropLoader reads the coming steps'
+crops while a step trains.
 
 Every random choice (clip order, crop offsets) is a pure function of
 (seed, step): resuming at step s replays exactly what an uninterrupted run
@@ -314,9 +316,10 @@ class MelCache:
         (expand_half does); both give the same bits.
 
         Each crop is one pread of its bytes (no read-ahead: the file is opened
-        with POSIX_FADV_RANDOM); `pool` runs them on several threads, so that
-        many reads are in flight when the file is not in the page cache. The
-        loader calls this positionally, once per step and in step order."""
+        with POSIX_FADV_RANDOM). When the first reads show that the batch
+        comes from the disk, `pool` runs the rest on several threads, so that
+        many reads are in flight. The loader calls this positionally, once per
+        step and in step order, after will_read has asked the kernel for them."""
         b, nm = len(idx), self.mel.n_mels
         if out is None:
             out = torch.empty((b, n_frames, nm), dtype=torch.float16)
