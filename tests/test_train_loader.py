@@ -161,7 +161,7 @@ def test_audioset_sized_start_up(tmp_path):
 def test_bench_data_runs_and_its_batches_are_the_baseline(tmp_path, capsys):
     from tools.bench_data import main
 
-    out = main(["--gb", "0.03", "--cache-dir", str(tmp_path), "--cold-steps", "2", "--warm-steps", "3",
+    out = main(["--gb", "0.03", "--cache-dir", str(tmp_path), "--cold-steps", "2", "--warm-steps", "3", "--repeat", "1",
                 "--trainer-steps", "1"])
     assert set(out) == {"cold_old", "cold_new", "warm_old", "warm_new", "trainer_real", "trainer_memory"}
     assert all(v > 0 for v in out.values())

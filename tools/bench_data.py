@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--crop-frames", type=int, default=96)
     p.add_argument("--cold-steps", type=int, default=32, help="batches read per cold measurement (few: the baseline's read-ahead warms the file)")
     p.add_argument("--warm-steps", type=int, default=200)
+    p.add_argument("--repeat", type=int, default=3, help="measurements of each kind (the median is printed)")
     p.add_argument("--depth", type=int, default=PREFETCH, help="steps the loader reads ahead")
     p.add_argument("--threads", type=int, default=READ_THREADS, help="the loader's read threads")
     p.add_argument("--trainer-steps", type=int, default=6, help="trainer steps timed (after 2 warm-up steps); 0 skips the trainer")
@@ -190,22 +191,30 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
               f"{args.threads} read threads")
         mels = folder / "mels.f16"
         b, f = args.batch_size, args.crop_frames
-        # Cold: different steps for each path, so neither finds the other's crops; each starts evicted.
-        cold_old, cold_new = range(0, args.cold_steps), range(10_000, 10_000 + args.cold_steps)
-        left = evict(mels, cache)
-        out["cold_old"] = rate_old(cache, b, f, cold_old)
-        left2 = evict(mels, cache)
-        out["cold_new"] = rate_new(cache, b, f, cold_new, args.depth, args.threads)
-        print(f"cold (resident after eviction: {left}, {left2}): before {out['cold_old']:9.0f}  after {out['cold_new']:9.0f} "
-              f"two-view samples/s  ({out['cold_new'] / out['cold_old']:.1f}x, {args.cold_steps} batches each)")
+        # Each measurement is repeated, old and new alternating, on steps no earlier one read; the
+        # median is printed (the machine may be shared: single runs varied by 3x under load).
+        left, cold_old, cold_new = [], [], []
+        for r in range(args.repeat):
+            left.append(evict(mels, cache))
+            cold_old.append(rate_old(cache, b, f, range(r * 1000, r * 1000 + args.cold_steps)))
+            left.append(evict(mels, cache))
+            cold_new.append(rate_new(cache, b, f, range(r * 1000 + 500, r * 1000 + 500 + args.cold_steps), args.depth, args.threads))
+        out["cold_old"], out["cold_new"] = float(np.median(cold_old)), float(np.median(cold_new))
+        print(f"cold (resident after each eviction: {', '.join(sorted(set(left)))}): before {out['cold_old']:9.0f}  after "
+              f"{out['cold_new']:9.0f} two-view samples/s  ({out['cold_new'] / out['cold_old']:.1f}x; medians of {args.repeat} "
+              f"x {args.cold_steps} batches; before {' '.join(f'{v:.0f}' for v in cold_old)}, after {' '.join(f'{v:.0f}' for v in cold_new)})")
         print(f"  after the cold reads the file is {resident(mels)} resident")
         print(f"warm (resident: {warm(mels)})", end="", flush=True)
-        steps = range(20_000, 20_000 + args.warm_steps)
         rate_old(cache, b, f, range(0, 3))  # first-call costs out of the timing
-        out["warm_old"] = rate_old(cache, b, f, steps)
-        out["warm_new"] = rate_new(cache, b, f, steps, args.depth, args.threads)
+        warm_old, warm_new = [], []
+        for r in range(args.repeat):
+            steps = range(20_000 + r * args.warm_steps, 20_000 + (r + 1) * args.warm_steps)
+            warm_old.append(rate_old(cache, b, f, steps))
+            warm_new.append(rate_new(cache, b, f, steps, args.depth, args.threads))
+        out["warm_old"], out["warm_new"] = float(np.median(warm_old)), float(np.median(warm_new))
         print(f": before {out['warm_old']:9.0f}  after {out['warm_new']:9.0f} two-view samples/s  "
-              f"({out['warm_new'] / out['warm_old']:.1f}x, {args.warm_steps} batches each)")
+              f"({out['warm_new'] / out['warm_old']:.1f}x; medians of {args.repeat} x {args.warm_steps} batches; before "
+              f"{' '.join(f'{v:.0f}' for v in warm_old)}, after {' '.join(f'{v:.0f}' for v in warm_new)})")
         for step in range(0, 40, 7):  # the loader's batches are the baseline's, bit for bit
             idx, u = global_batch(len(cache), b, step, 0)
             with CropLoader(cache, b, f, 0, 0, b, step, step + 1, "cpu") as loader:
