@@ -1,1 +1,1 @@
-"""Developer tools: benchmarks and simulations, run as `python -m tools.<name>`."""
+"""Developer tools: benchmarks, the lent-GPU checks and mutation testing (not installed)."""

@@ -6,14 +6,15 @@ its log-mels are stored in a cache folder: one fp16 memmap of all frames
 list and a JSON index with the normalisation statistics. The folder's name is
 a hash of the MelConfig and the file list, so changing either builds a new
 cache and an unchanged corpus reuses the old one. Training from a built cache
-never imports soundfile (the GPU machine may not have it). Crops are read with
-one pread each, into fp16 buffers; loader.CropLoader reads the coming steps'
-crops while a step trains.
+never imports soundfile (the GPU machine may not have it).
 
 Every random choice (clip order, crop offsets) is a pure function of
 (seed, step): resuming at step s replays exactly what an uninterrupted run
 would have done, and under DDP each process takes its slice of the same
 global batch.
+
+Crops are read with one pread each, into fp16 buffers; loader.CropLoader
+reads the coming steps' crops while a step trains.
 """
 from __future__ import annotations
 
