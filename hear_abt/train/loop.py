@@ -37,8 +37,9 @@ from .augment import ABTAugment, MixupBank, RandomLinearFader, RandomResizeCrop,
 from .barlow import BarlowTwinsLoss, BarlowTwinsModel
 from .cache_build import open_training_cache
 from .config import TrainConfig
-from .data import MelCache, derive_seed, generator_for, global_batch
+from .data import MelCache, derive_seed, generator_for
 from .encoder_io import export_encoder, load_init
+from .loader import CropLoader
 from .optim import build_optimizer, encoder_factor, lr_factor, set_lr
 from .runlog import LOG_FIELDS, RunLog, complete_row
 from .state import (
@@ -177,6 +178,7 @@ class _Run:
         # back when a step is skipped, so a non-finite step leaves no trace.
         self.buffers = [b for b in self.model.buffers() if b is not None]
         self.logger: RunLog | None = None
+        self.batches: CropLoader | None = None  # made by fit(), which knows the last step
         self.probe = None
         self.run_id = state.get("run_id") if state is not None else None
         self.saved_step = self.step if state is not None else None
@@ -223,9 +225,7 @@ class _Run:
     def _views(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """This process's slice of the step's batch (normalised) and its two augmented views."""
         cfg, step, lo, hi = self.cfg, self.step, self.lo, self.hi
-        idx, u = global_batch(len(self.cache), cfg.batch_size, step, cfg.seed)
-        x = self.cache.crops(idx[lo:hi], u[lo:hi], cfg.crop_frames)
-        x = ((x.to(self.ctx.device, non_blocking=True) - self.mean) / self.std)
+        x = (self.batches.get(step) - self.mean) / self.std  # read ahead by the loader (fit)
         g = generator_for(cfg.seed, "augment", step)
         p1, p2 = self.aug.sample_params(cfg.batch_size, g), self.aug.sample_params(cfg.batch_size, g)
         with torch.no_grad():
@@ -309,11 +309,14 @@ class _Run:
         bar = tqdm(total=self.n_steps, initial=self.step, desc="train", unit="step", mininterval=1, **quiet)
         losses: list[float] = []
         timer, exported = _Timer(self.cfg.batch_size, self.n_steps), None
+        last = self.n_steps if stop_at is None else min(self.n_steps, stop_at)
+        cfg = self.cfg
+        self.batches = CropLoader(self.cache, cfg.batch_size, cfg.crop_frames, cfg.seed, self.lo, self.hi,
+                                  self.step, last, self.ctx.device)
         try:
             if self.probe is not None and self.step == 0 and not self.logger.probe_history:  # the curve's start
                 self.logger.row({"step": 0, **self.probe()})
                 timer.restart()
-            last = self.n_steps if stop_at is None else min(self.n_steps, stop_at)
             while self.step < last:
                 lv, terms, factor = self.train_step()
                 self.step += 1
@@ -332,6 +335,7 @@ class _Run:
                 exported = export_encoder(load_state(state_path(self.run_dir), self.run_id), self.run_dir / "encoder.pt")
                 log.info("exported the encoder to %s", exported)
         finally:
+            self.batches.close()
             bar.close()
             if self.logger is not None:
                 self.logger.close()
