@@ -10,13 +10,14 @@ import torch
 from hear_abt.frontend import MelConfig
 from hear_abt.train import data as D
 from hear_abt.train import loop
+from hear_abt.train.cache_build import open_or_build_cache
 from hear_abt.train.loader import CropLoader
 from tools.bench_data import old_crops
 
 
 @pytest.fixture
 def cache(audio_corpus, mel_cache_root):
-    return D.open_or_build_cache(D.list_audio(audio_corpus), MelConfig(), mel_cache_root, build=False)
+    return open_or_build_cache(D.list_audio(audio_corpus), MelConfig(), mel_cache_root, build=False)
 
 
 def loader_threads() -> list[str]:
