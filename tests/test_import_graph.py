@@ -100,7 +100,7 @@ def test_the_scan_finds_a_circle_and_a_relative_import():
     assert "hear_abt.train.state" in graph["hear_abt.train.loop"]
 
 
-@pytest.mark.parametrize("package", ["hear_abt"])
+@pytest.mark.parametrize("package", ["hear_abt", "eval", "tools"])
 def test_no_import_circles(package):
     found = circles(import_graph(package))
     assert not found, "modules that import each other (directly or through others): " + "; ".join(
@@ -122,3 +122,28 @@ def _long_functions(package: str, limit: int) -> list[str]:
 def test_no_function_is_longer_than_100_lines(package):
     assert _long_functions(package, MAX_FUNCTION_LINES) == []
     assert _long_functions(package, 20), "the scan found no function at all"
+
+
+def test_minihear_never_imports_the_corpus_builders():
+    """eval/corpus builds on eval/minihear's sources, never the reverse."""
+    graph = import_graph("eval")
+    assert any(m.startswith("eval.minihear") for m in graph["eval.corpus.synthetic"])
+    wrong = {m: sorted(t for t in targets if t.startswith("eval.corpus"))
+             for m, targets in graph.items() if m.startswith("eval.minihear")}
+    assert not any(wrong.values()), {m: t for m, t in wrong.items() if t}
+
+
+def test_eval_and_tools_modules_are_imported_by_their_full_names_only():
+    """`import run` beside `from eval.driver import run` would load one file as
+    two modules (two copies of its globals); only dotted names from the root."""
+    inner = {name.rsplit(".", 1)[-1] for pkg in ("eval", "tools") for name, path in _modules(pkg).items()
+             if path.name != "__init__.py" and "results" not in path.parts}
+    assert {"run", "scores", "leaderboard", "gpu_check"} <= inner
+    files = [*(REPO / "tests").glob("*.py"), *(p for pkg in ("eval", "tools") for p in _modules(pkg).values())]
+    bare = []
+    for path in sorted(files):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and not node.level else []
+            bare += [f"{path.relative_to(REPO)}:{node.lineno}: {n}" for n in names if n.split(".")[0] in inner]
+    assert not bare, "modules imported by a bare name:\n  " + "\n  ".join(bare)
