@@ -258,12 +258,22 @@ class MelCache:
         if pool is not None and (time.perf_counter() - t) > FROM_DISK_S * (jobs[0][6] - jobs[0][5]):
             for f in [pool.submit(_pread_rows, *j) for j in jobs[1:]]:
                 f.result()
-        elif pool is not None and len(jobs) > 2:  # from the page cache: a second thread copies half
-            half = pool.submit(_pread_rows_of, jobs[1 : len(jobs) // 2 + 1])
-            _pread_rows_of(jobs[len(jobs) // 2 + 1 :])
-            half.result()
-        else:
-            _pread_rows_of(jobs[1:])
+        else:  # from the page cache a slice copy of the memmap costs less than a pread (2x, measured)
+            self._copy_mapped(buf, src, nbytes, dst, jobs[0][6])
+
+    def _copy_mapped(self, buf: np.ndarray, src: list, nbytes: list, dst: list, lo: int) -> None:
+        """Crops lo.. of a _plan copied from the memmap into buf. The file's size
+        is checked first: a memmap read past a truncated file's end is a SIGBUS,
+        not an exception."""
+        if lo >= len(src):
+            return
+        end = max(a + n for a, n in zip(src[lo:], nbytes[lo:]))
+        if os.fstat(self._reader()).st_size < end:
+            raise CacheError(f"mels.f16 ends before byte {end}: the cache is truncated")
+        frame = self.mel.n_mels * 2
+        rows = buf.reshape(-1, self.mel.n_mels)
+        for a, n, d in zip(src[lo:], nbytes[lo:], dst[lo:]):
+            rows[d // frame : (d + n) // frame] = self.frames[a // frame : (a + n) // frame]
 
     def _reader(self) -> int:
         """A descriptor of mels.f16 for pread, opened once, without read-ahead."""
@@ -290,11 +300,6 @@ class MelCache:
 READ_CHUNK = 4  # crops per task handed to a read pool
 FROM_DISK_S = 30e-6  # a crop read slower than this came from the disk, not the page cache
 CPU_GRAIN = 32768  # elements: torch runs smaller element-wise ops on the calling thread
-
-
-def _pread_rows_of(jobs: list) -> None:
-    for j in jobs:
-        _pread_rows(*j)
 
 
 def _pread_rows(fd: int, mv: memoryview, src: list, nbytes: list, dst: list, lo: int, hi: int) -> None:
