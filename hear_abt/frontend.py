@@ -9,7 +9,7 @@ can never differ.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -80,15 +80,20 @@ class LogMel(nn.Module):
         return torch.log(self.mel(wav.float()) + self.cfg.eps)
 
 
-def measure_norm_stats(mels: Iterable[torch.Tensor]) -> tuple[float, float]:
-    """Scalar mean and std over every value of some log-mels (float64 sums),
-    the fixed normalisation BYOL-A and ABT apply before the encoder."""
+def clip_sums(m: torch.Tensor) -> tuple[int, float, float]:
+    """(n, sum, sum of squares) of one log-mel in float64: what the
+    normalisation statistics add up, clip by clip (also in cache workers)."""
+    m = m.double()
+    return m.numel(), float(m.sum()), float((m * m).sum())
+
+
+def norm_stats_from_sums(sums: Iterable[Sequence[float]]) -> tuple[float, float]:
+    """Mean and std from per-clip (n, sum, sum of squares), added in order."""
     n, s, ss = 0, 0.0, 0.0
-    for m in mels:
-        m = m.double()
-        n += m.numel()
-        s += float(m.sum())
-        ss += float((m * m).sum())
+    for cn, cs, css in sums:
+        n += int(cn)
+        s += float(cs)
+        ss += float(css)
     if n == 0:
         raise ValueError("no log-mel values to measure normalisation statistics on")
     mean = s / n
@@ -96,3 +101,9 @@ def measure_norm_stats(mels: Iterable[torch.Tensor]) -> tuple[float, float]:
     if not std > 0:
         raise ValueError("log-mel values have zero variance (silent audio?); cannot normalise")
     return mean, std
+
+
+def measure_norm_stats(mels: Iterable[torch.Tensor]) -> tuple[float, float]:
+    """Scalar mean and std over every value of some log-mels (float64 sums),
+    the fixed normalisation BYOL-A and ABT apply before the encoder."""
+    return norm_stats_from_sums(clip_sums(m) for m in mels)

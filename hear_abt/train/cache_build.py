@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, HearAbtError
-from ..frontend import LogMel, MelConfig
+from ..frontend import LogMel, MelConfig, clip_sums, norm_stats_from_sums
 from . import distributed as D
 from .data import (
     CACHE_VERSION,
@@ -104,9 +104,7 @@ class _DecodeFiles(torch.utils.data.Dataset):
             return i, None, f"{self.files[i]}: silent (peak below {SILENCE_PEAK:g})", None
         with torch.no_grad():
             mel = log_mel_chunked(self.lm, wav).T.contiguous().to(torch.float16)
-        m = mel.double()
-        sums = (int(m.numel()), float(m.sum()), float((m * m).sum()))
-        return i, mel.numpy(), "", sums
+        return i, mel.numpy(), "", clip_sums(mel)
 
 
 def _identity(x):
@@ -115,23 +113,6 @@ def _identity(x):
 
 def _one_thread(_: int) -> None:
     torch.set_num_threads(1)  # decoding processes must not each claim every core
-
-
-def norm_stats_from_sums(sums: Sequence[Sequence[float]]) -> tuple[float, float]:
-    """Mean and std from per-clip (n, sum, sum of squares), added in order:
-    the same float64 arithmetic as frontend.measure_norm_stats."""
-    n, s, ss = 0, 0.0, 0.0
-    for cn, cs, css in sums:
-        n += int(cn)
-        s += float(cs)
-        ss += float(css)
-    if n == 0:
-        raise ValueError("no log-mel values to measure normalisation statistics on")
-    mean = s / n
-    std = max(ss / n - mean * mean, 0.0) ** 0.5
-    if not std > 0:
-        raise ValueError("log-mel values have zero variance (silent audio?); cannot normalise")
-    return mean, std
 
 
 # ---------------------------------------------------------------- ownership
