@@ -7,7 +7,7 @@ frame features (AudioNTT: 3072-d every 40 ms), computed as the HEAR API
 computes them before pooling. X-ARES instantiates the class with no
 arguments, which gives the bundled checkpoint; pass a path for another.
 
-    python -m xares.run hear_abt/xares.py tasks/esc50_task.py   
+    python -m xares.run hear_abt/xares.py tasks/esc50_task.py   # X-ARES installed in full
 
 This module defines no other name ending in "Encoder": X-ARES picks the
 class by that suffix and refuses a module with two.
