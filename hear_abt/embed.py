@@ -143,12 +143,24 @@ def timestamp_embeddings(model: ABTModel, audio: torch.Tensor) -> tuple[torch.Te
     return emb, ts.expand(n, -1).contiguous()
 
 
+def pooled(model: ABTModel, frames: torch.Tensor, n_samples: int, timestamps: bool = False
+           ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """One clip_frames pass -> (scene [n, D], timestamp embeddings [n, K, D],
+    centres [K] ms). The timestamp pair is None unless asked for or needed by
+    the scene: mean + max of the frame features over the clip ("clip"), or
+    the mean of the timestamp embeddings ("timestamps")."""
+    by_timestamps = model.options.scene_pooling == "timestamps"
+    emb = ts = None
+    if timestamps or by_timestamps:
+        ts = timestamps_ms(model, n_samples, frames.device)
+        emb = _pool_timestamps(model, frames, ts)
+    return (emb.mean(dim=1) if by_timestamps else pool_clip(frames)), emb, ts
+
+
 def scene_embeddings(model: ABTModel, audio: torch.Tensor) -> torch.Tensor:
-    """Checked float32 audio [n, samples] -> [n, D]: mean + max of the frame
-    features over the clip ("clip"), or the mean of the timestamp embeddings
-    ("timestamps")."""
-    if model.options.scene_pooling == "timestamps":
-        return timestamp_embeddings(model, audio)[0].mean(dim=1)
+    """Checked float32 audio [n, samples] -> [n, D] (see pooled)."""
     if audio.shape[0] == 0:
+        if model.options.scene_pooling == "timestamps":
+            return timestamp_embeddings(model, audio)[0].mean(dim=1)
         return audio.new_zeros(0, model.scene_embedding_size)
-    return pool_clip(clip_frames(model, audio))
+    return pooled(model, clip_frames(model, audio), audio.shape[1])[0]

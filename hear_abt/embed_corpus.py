@@ -253,8 +253,9 @@ class _Progress:
 def embed_batch(model: ABTModel, clips: Sequence[np.ndarray], fmt: str, timestamps: bool) -> list[dict[str, Any]]:
     """Equal-length clips -> per clip {"scene", and "embedding"/"times_ms" when wanted} (numpy).
 
-    One frame pass serves both poolings: the same operations as the HEAR API's
-    scene_embeddings and timestamp_embeddings, which would each run it.
+    One frame pass serves both poolings (embed.pooled, as the HEAR API's
+    scene_embeddings uses it); calling scene_embeddings and
+    timestamp_embeddings would run it twice.
     """
     import torch
 
@@ -264,11 +265,7 @@ def embed_batch(model: ABTModel, clips: Sequence[np.ndarray], fmt: str, timestam
     want_ts = fmt == "npz" or timestamps
     x = _check_audio(torch.from_numpy(np.stack(clips)).to(model.device), model)
     with _eval_mode(model):
-        frames = embed.clip_frames(model, x)
-        if want_ts or model.options.scene_pooling == "timestamps":
-            ts = embed.timestamps_ms(model, x.shape[1], x.device)
-            emb = embed._pool_timestamps(model, frames, ts)
-        scene = emb.mean(dim=1) if model.options.scene_pooling == "timestamps" else embed.pool_clip(frames)
+        scene, emb, ts = embed.pooled(model, embed.clip_frames(model, x), x.shape[1], timestamps=want_ts)
     scene = scene.cpu().numpy()
     out = []
     for i in range(len(clips)):
