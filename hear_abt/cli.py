@@ -11,6 +11,7 @@ from typing import Sequence
 
 import torch
 
+from .cores import usable_cores
 from .errors import HearAbtError
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
@@ -101,7 +102,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
     if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
         device = f"cuda:{os.environ['LOCAL_RANK']}"
     model = load_model(args.model or "").to(device)
-    workers = (os.cpu_count() or 1) if args.workers is None else args.workers
+    workers = usable_cores() if args.workers is None else args.workers
     summary = embed_corpus(
         model, jobs, args.output, fmt=args.format, timestamps=args.timestamps, batch_size=args.batch_size,
         workers=workers, skip_existing=args.skip_existing, max_seconds=args.max_duration, quiet=args.quiet,

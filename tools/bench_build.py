@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hear_abt.cores import usable_cores
+
 AUDIOSET_CLIPS = 2_000_000
 
 
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.clips < 1 or args.cores < 1:
         ap.error("--clips and --cores must be >= 1")
-    here = len(os.sched_getaffinity(0))
+    here = usable_cores()
     with tempfile.TemporaryDirectory(prefix="abt-bench-build-") as tmp:
         files = make_clips(Path(tmp) / "audio", args.clips)
         one = build_rate(files, 0, Path(tmp) / "one")  # 0: decoded in this process, like one worker

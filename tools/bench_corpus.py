@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from hear_abt.cores import usable_cores
+
 LENGTHS_S = (0.5, 1.0, 1.0, 2.0, 4.0, 5.0, 5.0)  # draws: 1 s and 5 s (keyword and ESC-50 style) are common
 RATES = (16000, 22050, 44100, 48000)
 
@@ -58,7 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=1, help="alternate old/new this many times (default: %(default)s)")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--workers", type=int, default=usable_cores(), help="as hear-abt embed: the usable cores")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--model", default="", help="checkpoint (default: the bundled one)")
     args = ap.parse_args()

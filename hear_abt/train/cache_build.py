@@ -34,6 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..cores import usable_cores
 from ..errors import DataError, HearAbtError
 from ..frontend import LogMel, MelConfig, clip_sums, norm_stats_from_sums
 from . import distributed as D
@@ -62,17 +63,9 @@ class CacheBuildBusy(HearAbtError, RuntimeError):
     """Another live process is building the same cache."""
 
 
-def default_workers() -> int:
-    """One decoding process per core this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def resolve_workers(workers: int) -> int:
-    """workers < 0 means one per core; 0 decodes in this process."""
-    return default_workers() if workers < 0 else int(workers)
+    """workers < 0 means one per core this process may use; 0 decodes in this process."""
+    return usable_cores() if workers < 0 else int(workers)
 
 
 # ---------------------------------------------------------------- decoding
