@@ -29,10 +29,12 @@ from hear_abt.frontend import MelConfig
 from hear_abt.train import cache_build as B
 from hear_abt.train.data import list_audio
 root, data, stop, workers = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-def after(shard):
-    if shard == stop:
+write = B._atomic_json
+def after_record(path, obj, fsync=False):
+    write(path, obj, fsync)
+    if path.parent.name == B.PROGRESS and obj["shard"] == stop:
         os.kill(os.getpid(), signal.SIGKILL)
-B._after_shard = after
+B._atomic_json = after_record
 files = list_audio(data)
 B.build_cache(files, MelConfig(), root / B.cache_key(files, MelConfig()), workers=workers, shard_files=4)
 """
@@ -41,6 +43,22 @@ B.build_cache(files, MelConfig(), root / B.cache_key(files, MelConfig()), worker
 def _reference(mel_cache_root: Path) -> Path:
     (ref,) = [p for p in mel_cache_root.iterdir() if p.is_dir() and not p.name.endswith(B.BUILDING)]
     return ref
+
+
+def on_shard_record(mp: pytest.MonkeyPatch, call) -> None:
+    """Run call(shard) as soon as each shard's completion record is on disk."""
+    write = B._atomic_json
+
+    def after_record(path, obj, fsync=False):
+        write(path, obj, fsync)
+        if path.parent.name == B.PROGRESS:
+            call(obj["shard"])
+
+    mp.setattr(B, "_atomic_json", after_record)
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt
 
 
 def _dead_pid() -> int:
@@ -91,11 +109,8 @@ def test_a_shard_written_after_the_last_record_is_dropped(audio_corpus, tmp_path
     folder = tmp_path / "c" / "k"
     folder.parent.mkdir()
 
-    def after(shard):
-        if shard == 0:
-            raise KeyboardInterrupt  # stands in for a kill right after shard 0's record
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(B, "_after_shard", after)
+        on_shard_record(mp, lambda shard: _interrupt() if shard == 0 else None)  # a kill right after shard 0's record
         with pytest.raises(KeyboardInterrupt):
             B.build_cache(files, MelConfig(), folder, workers=0, shard_files=5)
     tmp = B.building_path(folder)
@@ -171,7 +186,7 @@ def test_workers_default_to_one_per_core_and_stats_match_measure_norm_stats(mel_
 
 def test_main_process_runs_one_torch_thread_while_building(audio_corpus, tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr(B, "_after_shard", lambda s: seen.append(torch.get_num_threads()))
+    on_shard_record(monkeypatch, lambda shard: seen.append(torch.get_num_threads()))
     before = torch.get_num_threads()
     B.build_cache(D.list_audio(audio_corpus)[-4:], MelConfig(), tmp_path / "k", workers=0, shard_files=2)
     assert seen == [1, 1] and torch.get_num_threads() == before

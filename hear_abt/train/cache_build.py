@@ -225,10 +225,6 @@ class _Ownership:
 
 
 # ---------------------------------------------------------------- shards
-def _after_shard(shard: int) -> None:
-    """Called once each shard's record is on disk (tests stop a build here)."""
-
-
 def _finished_shards(tmp: Path, shard_files: int, n_files: int) -> list[dict]:
     """The consecutive shard records from shard 0 that fit this build, with
     mels.f16 truncated to the end of the last; everything after is dropped."""
@@ -326,7 +322,6 @@ def _decode_shards(files, mel, tmp: Path, start: int, shard_files: int, workers:
                 rec.update(stop=i + 1, end_bytes=out.tell())
                 _atomic_json(tmp / PROGRESS / f"shard-{rec['shard']:06d}.json", rec, fsync=True)
                 records.append(rec)
-                _after_shard(rec["shard"])
                 rec = {}
 
 
